@@ -1,0 +1,85 @@
+"""The Anaconda Platform artifact endpoints (DESIGN.md §5), for channels and subchannels."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from ..platform import Platform
+from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown
+from ..store.files import file_json
+from .routing import channel_path, json_response, paged, paging, routes
+
+TAG = "artifacts"
+BASE = "/api/channels/{channel}/artifacts"
+ONE = BASE + "/{type}/{name}"
+
+
+def _platform(request: web.Request) -> Platform:
+    return request.app["platform"]
+
+
+async def _rows(request: web.Request, contents: bool = False):  # noqa: ANN202
+    platform = _platform(request)
+    ch = await platform.channels.get(channel_path(request))
+    rows = await ArtifactStore(platform.db).rows(ch, check_type(request.match_info["type"]),
+                                                 request.match_info["name"], contents=contents)
+    return ch, rows
+
+
+@routes.route("GET", BASE, summary="List the artifacts of a channel", permission="channel.read", tag=TAG,
+              query={"page": "page number", "per_page": "items per page"})
+async def list_artifacts(request: web.Request) -> web.Response:
+    platform = _platform(request)
+    ch = await platform.channels.get(channel_path(request))
+    page, per_page = paging(request)
+    items, total = await ArtifactStore(platform.db).list(ch, page=page, per_page=per_page)
+    return json_response(paged(items, total, page, per_page))
+
+
+@routes.route("GET", ONE, summary="Show an artifact", permission="channel.read", tag=TAG)
+async def get_artifact(request: web.Request) -> web.Response:
+    ch, rows = await _rows(request)
+    out = artifact_json(ch, rows)
+    out["last_upload"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out["last_upload"]))
+    return json_response(out)
+
+
+@routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown", permission="channel.read",
+              tag=TAG)
+async def get_readme(request: web.Request) -> web.Response:
+    _, rows = await _rows(request, contents=True)
+    return json_response({"name": rows[0].name, "version": rows[0].version, "format": "markdown",
+                          "content": readme_markdown(rows)})
+
+
+@routes.route("GET", ONE + "/cves", summary="CVEs affecting the artifact", permission="channel.read", tag=TAG)
+async def get_cves(request: web.Request) -> web.Response:
+    _, rows = await _rows(request)
+    return json_response({"name": rows[0].name, "cves": [], "total": 0,
+                          "note": "no CVE data has been imported into this server"})
+
+
+@routes.route("GET", ONE + "/files", summary="The artifact's package files", permission="channel.read", tag=TAG,
+              query={"page": "page number", "per_page": "items per page"})
+async def get_files(request: web.Request) -> web.Response:
+    ch, rows = await _rows(request)
+    page, per_page = paging(request)
+    chunk = rows[(page - 1) * per_page : page * per_page]
+    return json_response(paged([file_json(ch, r) for r in chunk], len(rows), page, per_page))
+
+
+@routes.route("GET", ONE + "/dependencies", summary="Dependencies of the newest (or a given) version",
+              permission="channel.read", tag=TAG, query={"version": "version (default: newest)"})
+async def get_dependencies(request: web.Request) -> web.Response:
+    _, rows = await _rows(request)
+    return json_response(dependencies_json(rows, request.query.get("version")))
+
+
+@routes.route("DELETE", ONE, summary="Delete an artifact (all its files)", permission="channel.write", tag=TAG)
+async def delete_artifact(request: web.Request) -> web.Response:
+    path = channel_path(request)
+    type_, name = check_type(request.match_info["type"]), request.match_info["name"]
+    gen = await _platform(request).remove_artifact(path, type_, name)
+    return json_response({"deleted": f"{type_}/{name}", "channel": path, "generation": gen})

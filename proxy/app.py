@@ -1,0 +1,38 @@
+"""Application factory: config, storage, routes and middlewares."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .api import artifacts, channels, files, openapi, search  # noqa: F401 - modules register their routes
+from .api.openapi import add_swagger_assets
+from .api.routing import routes
+from .config import Config
+from .middleware import error_middleware
+from .platform import Platform
+from .repo import conda  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.max_upload_bytes)
+    app["config"] = config
+    routes.install(app)
+    add_swagger_assets(app)
+
+    async def open_platform(app: web.Application):  # noqa: ANN202 - cleanup context
+        app["platform"] = await Platform.open(config)
+        yield
+        await app["platform"].close()
+
+    app.cleanup_ctx.append(open_platform)
+    return app
+
+
+def serve(config: Config) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"conda-platform serving http://{config.host}:{config.port} (data in {config.data_dir})", flush=True)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None, access_log=None)

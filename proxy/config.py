@@ -1,0 +1,33 @@
+"""Server settings: everything has an embedded default so `conda-platform serve` just works."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Config:
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("CONDA_PLATFORM_DATA_DIR", "data")))
+    database_url: str | None = None  # default: SQLite file in the data dir
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = 2 << 30
+    max_files_per_upload: int = 200
+    serving_ttl: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        if not self.database_url:
+            self.database_url = os.environ.get("CONDA_PLATFORM_DATABASE_URL") or (
+                f"sqlite+aiosqlite:///{self.data_dir / 'platform.db'}"
+            )
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"

@@ -1,0 +1,164 @@
+"""The platform's domain operations, which every handler and the CLI's ``serve`` go through.
+
+It owns the stores and makes sure that every change that touches a channel's contents is
+followed by the one publish path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from dataclasses import dataclass
+
+import orjson
+import sqlalchemy as sa
+
+from conda_platform_plugin.errors import InvalidPackage
+from conda_platform_plugin.formats import CondaPackage, conda_record, read_conda_package
+from conda_platform_plugin.names import check_subdir
+
+from .config import Config
+from .store.blobs import BlobStore, TempBlob
+from .store.channels import Channel, ChannelStore
+from .store.db import Database
+from .store.files import FileStore, NewFile
+from .store.publish import Publisher
+from .store.serving import ServingIndex
+from .store.tables import channels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Received:
+    """An uploaded file waiting for validation: its bytes are in a temp blob."""
+
+    filename: str
+    blob: TempBlob
+
+
+class Platform:
+    def __init__(self, config: Config, db: Database):
+        self.config = config
+        self.db = db
+        self.blobs = BlobStore(config.blob_dir)
+        self.channels = ChannelStore(db)
+        self.files = FileStore(db, self.channels)
+        self.publisher = Publisher(db, config.index_dir)
+        self.serving = ServingIndex(db, ttl=config.serving_ttl)
+        self.publisher.listeners.append(lambda _cid: self.serving.invalidate())
+
+    @classmethod
+    async def open(cls, config: Config) -> Platform:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        platform = cls(config, await Database.open(config.database_url))
+        await platform.recover()
+        return platform
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def recover(self) -> None:
+        """Finish publishes that a crash cut off: a generation written but not yet published."""
+        async with self.db.read() as conn:
+            ids = (await conn.execute(sa.select(channels.c.id).where(channels.c.frozen.is_(False)))).scalars().all()
+        for cid in ids:
+            await self.publisher.publish(cid)
+
+    # -- channels ------------------------------------------------------------------------------
+    async def create_channel(self, path: str, *, description: str = "", private: bool = False) -> Channel:
+        ch = await self.channels.create(path, description=description, private=private)
+        await self.publisher.publish(ch.id)
+        return await self.channels.by_id(ch.id)
+
+    async def update_channel(self, path: str, **changes) -> Channel:  # noqa: ANN003
+        ch = await self.channels.update(path, **changes)
+        self.serving.invalidate()
+        return ch
+
+    async def delete_channel(self, path: str) -> None:
+        ids = await self.channels.delete(path)
+        for cid in ids:
+            await asyncio.to_thread(shutil.rmtree, self.config.index_dir / str(cid), True)
+        self.serving.invalidate()
+
+    async def freeze(self, path: str) -> Channel:
+        return await self.channels.set_frozen(path, True)
+
+    async def unfreeze(self, path: str) -> Channel:
+        ch = await self.channels.set_frozen(path, False)
+        await self.publisher.publish(ch.id)
+        return await self.channels.by_id(ch.id)
+
+    # -- files ---------------------------------------------------------------------------------
+    async def ingest(self, path: str, received: list[Received], *, expect_subdir: str | None = None) -> dict:
+        """Validate every received file, then commit them all in one generation (or none)."""
+        ch = await self.channels.get(path)
+        if expect_subdir is not None:
+            check_subdir(expect_subdir)
+        try:
+            packages = [await asyncio.to_thread(_read, r, expect_subdir) for r in received]
+            new = [_new_file(p, r.blob) for p, r in zip(packages, received)]
+            # Rejects a conflict before any blob is committed.
+            gen, created = await self.files.add(ch, new, f"upload {', '.join(r.filename for r in received)[:200]}")
+        except BaseException:
+            for r in received:
+                r.blob.discard()
+            raise
+        for r in received:
+            await asyncio.to_thread(self.blobs.commit, r.blob)
+        if gen is not None:
+            await self.publisher.publish(ch.id)
+        return {"generation": gen, "files": new, "created": created, "channel": ch}
+
+    async def remove_files(self, path: str, keys: list[tuple[str, str]]) -> int:
+        ch = await self.channels.get(path)
+        gen = await self.files.remove(ch, keys, f"delete {len(keys)} file(s)")
+        await self.publisher.publish(ch.id)
+        return gen
+
+    async def remove_artifact(self, path: str, type_: str, name: str) -> int:
+        ch = await self.channels.get(path)
+        gen = await self.files.remove_artifact(ch, type_, name)
+        await self.publisher.publish(ch.id)
+        return gen
+
+    async def transfer(self, path: str, keys: list[tuple[str, str]], target: str, *, move: bool) -> dict:
+        source = await self.channels.get(path)
+        dest = await self.channels.get(target)
+        result = await self.files.transfer(source, keys, dest, move=move)
+        for ch in (source, dest):
+            await self.publisher.publish(ch.id)
+        return {**result, "source": source.name, "target": dest.name}
+
+
+def _read(received: Received, expect_subdir: str | None) -> CondaPackage:
+    pkg = read_conda_package(received.blob.path, received.filename)
+    if expect_subdir is not None and pkg.subdir != expect_subdir:
+        raise InvalidPackage(
+            f"{received.filename} is for subdir {pkg.subdir!r} (info/index.json), not {expect_subdir!r}",
+            detail={"filename": received.filename, "subdir": pkg.subdir, "expected": expect_subdir},
+        )
+    return pkg
+
+
+def _new_file(pkg: CondaPackage, blob: TempBlob) -> NewFile:
+    record = conda_record(pkg, sha256=blob.sha256, md5=blob.md5, size=blob.size)
+    about = dict(pkg.about)
+    return NewFile(
+        type="conda",
+        subdir=pkg.subdir,
+        filename=pkg.filename,
+        name=pkg.name,
+        version=pkg.version,
+        build=pkg.build,
+        sha256=blob.sha256,
+        md5=blob.md5,
+        size=blob.size,
+        record=orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+        about=orjson.dumps(about),
+        contents=orjson.dumps({"paths": pkg.paths, "readme": pkg.readme}),
+        license=str(record.get("license") or about.get("license") or ""),
+        summary=str(about.get("summary") or ""),
+    )

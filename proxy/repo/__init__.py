@@ -1,0 +1,1 @@
+"""Client-facing repository protocols."""

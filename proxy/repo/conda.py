@@ -1,0 +1,90 @@
+"""The conda repository protocol at ``/api/repo/<ch>[/<sub>]/…`` (DESIGN.md §5).
+
+Indexes are files rendered once per published generation: serving one is a static file response
+(sendfile, strong ETag, 304, Range) found through the in-memory serving index, with no database
+query. Package files are looked up in the published generation and served from the blob store.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from conda_platform_plugin.errors import NotFound
+from conda_platform_plugin.names import KNOWN_SUBDIRS, check_filename
+
+from ..api.routing import routes
+from ..platform import Platform
+from ..store.serving import Served
+
+INDEX_FILES = {
+    "repodata.json": "application/json",
+    "repodata.json.zst": "application/zstd",
+    "current_repodata.json": "application/json",
+    "current_repodata.json.zst": "application/zstd",
+    "repodata_shards.msgpack.zst": "application/zstd",
+}
+INDEX_CACHE = "public, max-age=30"
+IMMUTABLE = "public, max-age=31536000, immutable"
+PACKAGE_CACHE = "public, max-age=3600"
+
+
+def split_repo_path(tail: str) -> tuple[str, list[str]]:
+    """``ch[/sub]/rest…`` → (channel path, rest). Subchannel names are never subdir names."""
+    parts = [p for p in tail.split("/") if p]
+    if parts[:1] == ["t"] and len(parts) >= 2:  # /t/<token>/ prefix: the token is for access control
+        parts = parts[2:]
+    if not parts:
+        raise NotFound("no channel in the repository path")
+    if len(parts) >= 2 and parts[1] not in KNOWN_SUBDIRS and parts[1] not in ("channeldata.json",):
+        return f"{parts[0]}/{parts[1]}", parts[2:]
+    return parts[0], parts[1:]
+
+
+def _not_served(what: str) -> NotFound:
+    return NotFound(f"{what} is not served here")
+
+
+@routes.route("GET", "/api/repo/{tail:.+}", summary="conda repository protocol", permission="channel.read",
+              tag="repo", subchannels=False)
+async def repo(request: web.Request) -> web.StreamResponse:
+    platform: Platform = request.app["platform"]
+    channel, rest = split_repo_path(request.match_info["tail"])
+    served = await platform.serving.lookup(channel)
+    if served is None:
+        raise NotFound(f"channel {channel!r} not found")
+    if rest == ["channeldata.json"]:
+        path = platform.publisher.channeldata_path(served.id, served.gen)
+        return _file(path, "application/json", INDEX_CACHE)
+    if len(rest) == 2 and rest[0] in KNOWN_SUBDIRS:
+        return await _subdir_file(platform, served, rest[0], rest[1])
+    if len(rest) == 3 and rest[0] in KNOWN_SUBDIRS and rest[1] == "shards":
+        gen = served.subdirs.get(rest[0])
+        name = rest[2]
+        if gen is None or not name.endswith(".msgpack.zst") or len(name) != 64 + 12:
+            raise _not_served(f"{rest[0]}/shards/{name}")
+        check_filename(name)
+        return _file(platform.publisher.shards_dir(served.id, rest[0]) / name, "application/zstd", IMMUTABLE)
+    raise _not_served("/".join(rest) or "the channel root")
+
+
+async def _subdir_file(platform: Platform, served: Served, subdir: str, name: str) -> web.StreamResponse:
+    if name in INDEX_FILES:
+        gen = served.subdirs.get(subdir)
+        if gen is None:
+            raise NotFound(f"subdir {subdir!r} of channel {served.name!r} has no packages")
+        path = platform.publisher.subdir_dir(served.id, subdir, gen) / name
+        return _file(path, INDEX_FILES[name], INDEX_CACHE)
+    if not name.endswith((".conda", ".tar.bz2")):
+        raise _not_served(f"{subdir}/{name}")  # e.g. repodata.jlap: answered fast, without a lookup
+    check_filename(name)
+    row = await platform.files.published(served.id, served.gen, subdir, name)
+    if row is None:
+        raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
+    path = platform.blobs.path(row.sha256)
+    if not path.is_file():
+        raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
+    return _file(path, "application/octet-stream", PACKAGE_CACHE)
+
+
+def _file(path, content_type: str, cache: str) -> web.FileResponse:  # noqa: ANN001 - a Path
+    return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})

@@ -1,0 +1,1 @@
+"""Storage: the metadata database, the blob store and the index renderer."""

@@ -1,0 +1,123 @@
+"""Artifacts: one package name of one type in a channel, summarised from its current files."""
+
+from __future__ import annotations
+
+import orjson
+import sqlalchemy as sa
+
+from conda_platform_plugin.errors import BadRequest, NotFound
+
+from .channels import Channel
+from .db import Database
+from .render import _version_key
+from .tables import files
+
+ARTIFACT_TYPES = ("conda",)
+_CURRENT = files.c.removed_gen.is_(None)
+
+
+def check_type(type_: str) -> str:
+    if type_ not in ARTIFACT_TYPES:
+        raise BadRequest(f"unknown artifact type {type_!r}; known: {', '.join(ARTIFACT_TYPES)}")
+    return type_
+
+
+class ArtifactStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def rows(self, channel: Channel, type_: str, name: str, *, contents: bool = False) -> list[sa.Row]:
+        """The artifact's current files, newest version first; 404 when it has none."""
+        cols = [files.c.subdir, files.c.filename, files.c.version, files.c.build, files.c.record, files.c.about,
+                files.c.license, files.c.summary, files.c.uploaded_at, files.c.size, files.c.sha256, files.c.md5,
+                files.c.type, files.c.name, files.c.added_gen]
+        if contents:
+            cols.append(files.c.contents)
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(*cols).where(files.c.channel_id == channel.id, files.c.type == check_type(type_),
+                                           files.c.name == name, _CURRENT)
+                )
+            ).all()
+        if not rows:
+            raise NotFound(f"artifact {type_}/{name} not found in channel {channel.name!r}",
+                           detail={"channel": channel.name, "type": type_, "name": name})
+        return sorted(rows, key=lambda r: (_version_key(r.version), r.uploaded_at, r.filename), reverse=True)
+
+    async def list(self, channel: Channel, *, page: int, per_page: int) -> tuple[list[dict], int]:
+        cond = (files.c.channel_id == channel.id) & _CURRENT
+        async with self.db.read() as conn:
+            total = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(
+                        sa.select(files.c.type, files.c.name).where(cond).distinct().subquery()
+                    )
+                )
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(files.c.type, files.c.name, sa.func.count().label("files"),
+                              sa.func.max(files.c.uploaded_at).label("last_upload"))
+                    .where(cond).group_by(files.c.type, files.c.name).order_by(files.c.name, files.c.type)
+                    .limit(per_page).offset((page - 1) * per_page)
+                )
+            ).all()
+        return [{"type": r.type, "name": r.name, "file_count": r.files} for r in rows], total
+
+
+def artifact_json(channel: Channel, rows: list[sa.Row]) -> dict:
+    newest = rows[0]
+    about = orjson.loads(newest.about) if newest.about else {}
+    versions = sorted({r.version for r in rows}, key=_version_key, reverse=True)
+    return {
+        "channel": channel.name,
+        "type": newest.type,
+        "name": newest.name,
+        "latest_version": newest.version,
+        "versions": versions,
+        "summary": newest.summary or about.get("summary") or "",
+        "description": about.get("description") or "",
+        "license": newest.license,
+        "home": about.get("home"),
+        "dev_url": about.get("dev_url"),
+        "doc_url": about.get("doc_url"),
+        "subdirs": sorted({r.subdir for r in rows}),
+        "file_count": len(rows),
+        "last_upload": max(r.uploaded_at for r in rows),
+    }
+
+
+def dependencies_json(rows: list[sa.Row], version: str | None) -> dict:
+    """Dependencies (and constraints apart) of each file of one version: the newest by default."""
+    version = version or rows[0].version
+    chosen = [r for r in rows if r.version == version]
+    if not chosen:
+        raise NotFound(f"version {version!r} not found")
+    out = []
+    for r in chosen:
+        rec = orjson.loads(r.record)
+        out.append({
+            "subdir": r.subdir,
+            "filename": r.filename,
+            "depends": [_spec(s) for s in rec.get("depends", [])],
+            "constrains": [_spec(s) for s in rec.get("constrains", [])],
+        })
+    return {"name": rows[0].name, "version": version, "files": out}
+
+
+def _spec(spec: str) -> dict:
+    name, _, rest = spec.strip().partition(" ")
+    return {"spec": spec, "name": name, "constraint": rest.strip()}
+
+
+def readme_markdown(rows: list[sa.Row]) -> str:
+    newest = rows[0]
+    about = orjson.loads(newest.about) if newest.about else {}
+    contents = orjson.loads(newest.contents) if getattr(newest, "contents", None) else {}
+    if about.get("description"):
+        return str(about["description"])
+    if contents.get("readme"):
+        return str(contents["readme"])
+    summary = about.get("summary") or newest.summary
+    return f"# {newest.name}\n\n{summary}\n" if summary else f"# {newest.name}\n"

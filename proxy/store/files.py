@@ -1,0 +1,255 @@
+"""Package files of channels: every change lands in a new generation of the channel."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
+
+from .channels import Channel, ChannelStore
+from .db import Database
+from .publish import visible_at
+from .tables import files
+
+FILE_COLUMNS = [c for c in files.c if c.name not in ("contents",)]
+
+
+@dataclass(frozen=True)
+class NewFile:
+    type: str
+    subdir: str
+    filename: str
+    name: str
+    version: str
+    build: str
+    sha256: str
+    md5: str
+    size: int
+    record: bytes
+    about: bytes | None = None
+    contents: bytes | None = None
+    license: str = ""
+    summary: str = ""
+
+
+def file_key(key: str) -> tuple[str, str]:
+    """``"linux-64/x-1-0.conda"`` → (subdir, filename)."""
+    subdir, sep, filename = (key or "").partition("/")
+    if not sep or not subdir or not filename or "/" in filename:
+        raise BadRequest(f"invalid file reference {key!r}: use SUBDIR/FILENAME")
+    return subdir, filename
+
+
+_CURRENT = files.c.removed_gen.is_(None)
+
+
+class FileStore:
+    def __init__(self, db: Database, channels: ChannelStore):
+        self.db = db
+        self.channels = channels
+
+    # -- writes --------------------------------------------------------------------------------
+    async def add(self, channel: Channel, new: list[NewFile], summary: str) -> tuple[int | None, list[bool]]:
+        """Add files in one new generation; returns (generation or None, created flag per file).
+
+        The same filename with the same bytes is an idempotent success, with other bytes a 409.
+        """
+        async with self.db.write() as conn:
+            created = await self._check_new(conn, channel.id, new)
+            if not any(created):
+                return None, created
+            gen = await ChannelStore.new_generation(conn, channel.id, summary)
+            now = time.time()
+            rows = [
+                {**asdict(f), "channel_id": channel.id, "uploaded_at": now, "added_gen": gen}
+                for f, c in zip(new, created)
+                if c
+            ]
+            await conn.execute(files.insert(), rows)
+        return gen, created
+
+    async def _check_new(self, conn: AsyncConnection, channel_id: int, new: list[NewFile]) -> list[bool]:
+        seen: dict[tuple[str, str], str] = {}
+        for f in new:
+            prior = seen.setdefault((f.subdir, f.filename), f.sha256)
+            if prior != f.sha256:
+                raise Conflict(f"{f.subdir}/{f.filename} appears twice with different contents")
+        existing: dict[tuple[str, str], str] = {}
+        names = sorted({f.filename for f in new})
+        for i in range(0, len(names), 500):
+            rows = await conn.execute(
+                sa.select(files.c.subdir, files.c.filename, files.c.sha256).where(
+                    files.c.channel_id == channel_id, files.c.filename.in_(names[i : i + 500]), _CURRENT
+                )
+            )
+            existing.update({(r[0], r[1]): r[2] for r in rows})
+        created = []
+        done: set[tuple[str, str]] = set()
+        for f in new:
+            key = (f.subdir, f.filename)
+            have = existing.get(key)
+            if have is not None and have != f.sha256:
+                raise Conflict(
+                    f"{f.subdir}/{f.filename} already exists in this channel with different contents",
+                    detail={"file": f"{f.subdir}/{f.filename}", "sha256": have},
+                )
+            created.append(have is None and key not in done)
+            done.add(key)
+        return created
+
+    async def remove(self, channel: Channel, keys: Iterable[tuple[str, str]], summary: str) -> int:
+        """Remove files all-or-nothing in one new generation."""
+        keys = sorted(set(keys))
+        if not keys:
+            raise BadRequest("no files given")
+        async with self.db.write() as conn:
+            ids = await self._ids(conn, channel, keys)
+            gen = await ChannelStore.new_generation(conn, channel.id, summary)
+            await self._mark_removed(conn, ids, gen)
+        return gen
+
+    async def remove_artifact(self, channel: Channel, type_: str, name: str) -> int:
+        async with self.db.write() as conn:
+            ids = (
+                await conn.execute(
+                    sa.select(files.c.id).where(
+                        files.c.channel_id == channel.id, files.c.type == type_, files.c.name == name, _CURRENT
+                    )
+                )
+            ).scalars().all()
+            if not ids:
+                raise NotFound(f"artifact {type_}/{name} not found in channel {channel.name!r}")
+            gen = await ChannelStore.new_generation(conn, channel.id, f"delete artifact {type_}/{name}")
+            await self._mark_removed(conn, ids, gen)
+        return gen
+
+    async def transfer(self, source: Channel, keys: Iterable[tuple[str, str]], target: Channel, *, move: bool) -> dict:
+        """Copy (or move) files to another channel in one transaction: all or nothing."""
+        keys = sorted(set(keys))
+        if not keys:
+            raise BadRequest("no files given")
+        if source.id == target.id:
+            raise BadRequest("source and target are the same channel")
+        verb = "move" if move else "copy"
+        async with self.db.write() as conn:
+            ids = await self._ids(conn, source, keys)
+            rows = (await conn.execute(sa.select(files).where(files.c.id.in_(ids)))).all()
+            new = [NewFile(**{k: r._mapping[k] for k in NewFile.__dataclass_fields__}) for r in rows]
+            created = await self._check_new(conn, target.id, new)
+            target_gen = None
+            if any(created):
+                target_gen = await ChannelStore.new_generation(conn, target.id, f"{verb} from {source.name}")
+                now = time.time()
+                await conn.execute(
+                    files.insert(),
+                    [{**asdict(f), "channel_id": target.id, "uploaded_at": now, "added_gen": target_gen}
+                     for f, c in zip(new, created) if c],
+                )
+            source_gen = None
+            if move:
+                source_gen = await ChannelStore.new_generation(conn, source.id, f"move to {target.name}")
+                await self._mark_removed(conn, ids, source_gen)
+        return {"files": [f"{s}/{f}" for s, f in keys], "target_generation": target_gen,
+                "source_generation": source_gen}
+
+    async def _ids(self, conn: AsyncConnection, channel: Channel, keys: list[tuple[str, str]]) -> list[int]:
+        found: dict[tuple[str, str], int] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows = await conn.execute(
+                sa.select(files.c.id, files.c.subdir, files.c.filename).where(
+                    files.c.channel_id == channel.id, files.c.filename.in_([k[1] for k in chunk]), _CURRENT
+                )
+            )
+            found.update({(r[1], r[2]): r[0] for r in rows})
+        missing = [f"{s}/{f}" for s, f in keys if (s, f) not in found]
+        if missing:
+            raise NotFound(
+                f"{len(missing)} file(s) not found in channel {channel.name!r}: {', '.join(missing[:5])}",
+                detail={"missing": missing},
+            )
+        return [found[k] for k in keys]
+
+    @staticmethod
+    async def _mark_removed(conn: AsyncConnection, ids: list[int], gen: int) -> None:
+        for i in range(0, len(ids), 500):
+            await conn.execute(files.update().where(files.c.id.in_(ids[i : i + 500])).values(removed_gen=gen))
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def get(self, channel: Channel, subdir: str, filename: str, *, contents: bool = False) -> sa.Row:
+        cols = [*FILE_COLUMNS, files.c.contents] if contents else FILE_COLUMNS
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(*cols).where(
+                        files.c.channel_id == channel.id, files.c.subdir == subdir, files.c.filename == filename,
+                        _CURRENT,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"file {subdir}/{filename} not found in channel {channel.name!r}")
+        return row
+
+    async def published(self, channel_id: int, gen: int, subdir: str, filename: str) -> sa.Row | None:
+        """The file as clients of the published generation see it."""
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(
+                    sa.select(files.c.sha256, files.c.size, files.c.md5, files.c.type).where(
+                        files.c.channel_id == channel_id, files.c.filename == filename, files.c.subdir == subdir,
+                        visible_at(gen),
+                    )
+                )
+            ).first()
+
+    async def list(self, channel: Channel, *, name: str | None = None, type_: str | None = None,
+                   subdir: str | None = None, version: str | None = None, page: int = 1,
+                   per_page: int = 50) -> tuple[list[sa.Row], int]:
+        cond = (files.c.channel_id == channel.id) & _CURRENT
+        for col, value in ((files.c.name, name), (files.c.type, type_), (files.c.subdir, subdir),
+                           (files.c.version, version)):
+            if value:
+                cond &= col == value
+        async with self.db.read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(cond))).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(*FILE_COLUMNS).where(cond)
+                    .order_by(files.c.name, files.c.subdir, files.c.filename)
+                    .limit(per_page).offset((page - 1) * per_page)
+                )
+            ).all()
+        return rows, total
+
+
+def file_json(channel: Channel, row: sa.Row) -> dict:
+    m = row._mapping
+    return {
+        "channel": channel.name,
+        "type": m["type"],
+        "subdir": m["subdir"],
+        "filename": m["filename"],
+        "name": m["name"],
+        "version": m["version"],
+        "build": m["build"],
+        "sha256": m["sha256"],
+        "md5": m["md5"],
+        "size": m["size"],
+        "license": m["license"],
+        "summary": m["summary"],
+        "uploaded_at": _iso(m["uploaded_at"]),
+        "generation": m["added_gen"],
+        "record": orjson.loads(m["record"]),
+        "download_url": f"/api/repo/{channel.name}/{m['subdir']}/{m['filename']}",
+    }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
