@@ -11,6 +11,7 @@ work: callers run it in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -258,10 +259,8 @@ class SubdirRenderer:
             if not s.file.closed:
                 s.file.close()
         for fd in self._old_files.values():
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -275,10 +274,8 @@ def _shard_record(rec: bytes) -> dict:
     for key in ("sha256", "md5"):
         value = d.get(key)
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 d[key] = bytes.fromhex(value)
-            except ValueError:
-                pass
     return d
 
 
