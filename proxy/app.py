@@ -8,7 +8,7 @@ from aiohttp import web
 
 from .api import artifacts, channels, files, openapi, search  # noqa: F401 - modules register their routes
 from .api.openapi import add_swagger_assets
-from .api.routing import routes
+from .api.routing import PLATFORM, routes
 from .config import Config
 from .middleware import error_middleware
 from .platform import Platform
@@ -24,9 +24,9 @@ def create_app(config: Config) -> web.Application:
     add_swagger_assets(app)
 
     async def open_platform(app: web.Application):  # noqa: ANN202 - cleanup context
-        app["platform"] = await Platform.open(config)
+        app[PLATFORM] = await Platform.open(config)
         yield
-        await app["platform"].close()
+        await app[PLATFORM].close()
 
     app.cleanup_ctx.append(open_platform)
     return app

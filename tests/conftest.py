@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pg import create_database_sync, postgres_unavailable_reason, start_postgres  # noqa: E402
 
+from proxy.api.routing import PLATFORM  # noqa: E402
 from proxy.app import create_app  # noqa: E402
 from proxy.config import Config  # noqa: E402
 
@@ -71,7 +72,7 @@ class Server:
 
     @property
     def platform(self):  # noqa: ANN201 - the running Platform, for white-box checks
-        return self.app["platform"]
+        return self.app[PLATFORM]
 
     def call(self, coro):  # noqa: ANN001, ANN201 - run a coroutine on the server's loop
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(120)

@@ -6,22 +6,18 @@ import time
 
 from aiohttp import web
 
-from ..platform import Platform
 from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown
 from ..store.files import file_json
-from .routing import channel_path, json_response, paged, paging, routes
+from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
 TAG = "artifacts"
 BASE = "/api/channels/{channel}/artifacts"
 ONE = BASE + "/{type}/{name}"
 
 
-def _platform(request: web.Request) -> Platform:
-    return request.app["platform"]
-
 
 async def _rows(request: web.Request, contents: bool = False):  # noqa: ANN202
-    platform = _platform(request)
+    platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     rows = await ArtifactStore(platform.db).rows(ch, check_type(request.match_info["type"]),
                                                  request.match_info["name"], contents=contents)
@@ -31,7 +27,7 @@ async def _rows(request: web.Request, contents: bool = False):  # noqa: ANN202
 @routes.route("GET", BASE, summary="List the artifacts of a channel", permission="channel.read", tag=TAG,
               query={"page": "page number", "per_page": "items per page"})
 async def list_artifacts(request: web.Request) -> web.Response:
-    platform = _platform(request)
+    platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     page, per_page = paging(request)
     items, total = await ArtifactStore(platform.db).list(ch, page=page, per_page=per_page)
@@ -81,5 +77,5 @@ async def get_dependencies(request: web.Request) -> web.Response:
 async def delete_artifact(request: web.Request) -> web.Response:
     path = channel_path(request)
     type_, name = check_type(request.match_info["type"]), request.match_info["name"]
-    gen = await _platform(request).remove_artifact(path, type_, name)
+    gen = await platform_of(request).remove_artifact(path, type_, name)
     return json_response({"deleted": f"{type_}/{name}", "channel": path, "generation": gen})

@@ -8,9 +8,8 @@ from aiohttp import web
 
 from conda_platform_plugin.errors import BadRequest
 
-from ..platform import Platform
 from ..store.channels import Channel
-from .routing import channel_path, flag, json_body, json_response, paged, paging, routes
+from .routing import channel_path, flag, json_body, json_response, paged, paging, platform_of, routes
 
 TAG = "channels"
 
@@ -33,9 +32,6 @@ def channel_json(ch: Channel, subchannels: list[str] | None = None) -> dict:
     return out
 
 
-def _platform(request: web.Request) -> Platform:
-    return request.app["platform"]
-
 
 async def _create(request: web.Request, parent: str | None) -> web.Response:
     body = await json_body(request)
@@ -47,7 +43,7 @@ async def _create(request: web.Request, parent: str | None) -> web.Response:
     description = body.get("description", "")
     if not isinstance(description, str):
         raise BadRequest("'description' must be a string")
-    ch = await _platform(request).create_channel(
+    ch = await platform_of(request).create_channel(
         name, description=description, private=flag(body.get("private", False), "private")
     )
     return json_response(channel_json(ch, [] if not ch.is_subchannel else None), status=201)
@@ -57,7 +53,7 @@ async def _create(request: web.Request, parent: str | None) -> web.Response:
               query={"page": "page number", "per_page": "items per page"})
 async def list_channels(request: web.Request) -> web.Response:
     page, per_page = paging(request)
-    items, total = await _platform(request).channels.list(page=page, per_page=per_page)
+    items, total = await platform_of(request).channels.list(page=page, per_page=per_page)
     return json_response(paged([channel_json(c) for c in items], total, page, per_page))
 
 
@@ -69,7 +65,7 @@ async def create_channel(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/api/channels/{channel}", summary="Show a channel", permission="channel.read", tag=TAG)
 async def show_channel(request: web.Request) -> web.Response:
-    platform = _platform(request)
+    platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     subs = None
     if not ch.is_subchannel:
@@ -88,7 +84,7 @@ async def update_channel(request: web.Request) -> web.Response:
     if "description" in body and not isinstance(body["description"], str):
         raise BadRequest("'description' must be a string")
     private = flag(body["private"], "private") if "private" in body else None
-    ch = await _platform(request).update_channel(channel_path(request), description=body.get("description"),
+    ch = await platform_of(request).update_channel(channel_path(request), description=body.get("description"),
                                                  private=private)
     return json_response(channel_json(ch))
 
@@ -97,27 +93,27 @@ async def update_channel(request: web.Request) -> web.Response:
               permission="channel.manage", tag=TAG)
 async def delete_channel(request: web.Request) -> web.Response:
     name = channel_path(request)
-    await _platform(request).delete_channel(name)
+    await platform_of(request).delete_channel(name)
     return json_response({"deleted": name})
 
 
 @routes.route("POST", "/api/channels/{channel}/freeze", summary="Freeze: clients keep the published generation",
               permission="channel.manage", tag=TAG)
 async def freeze(request: web.Request) -> web.Response:
-    return json_response(channel_json(await _platform(request).freeze(channel_path(request))))
+    return json_response(channel_json(await platform_of(request).freeze(channel_path(request))))
 
 
 @routes.route("POST", "/api/channels/{channel}/unfreeze", summary="Unfreeze and publish the newest generation",
               permission="channel.manage", tag=TAG)
 async def unfreeze(request: web.Request) -> web.Response:
-    return json_response(channel_json(await _platform(request).unfreeze(channel_path(request))))
+    return json_response(channel_json(await platform_of(request).unfreeze(channel_path(request))))
 
 
 @routes.route("GET", "/api/channels/{channel}/subchannels", summary="List subchannels", permission="channel.read",
               tag=TAG, query={"page": "page number", "per_page": "items per page"}, subchannels=False)
 async def list_subchannels(request: web.Request) -> web.Response:
     page, per_page = paging(request)
-    items, total = await _platform(request).channels.list(parent=request.match_info["channel"], page=page,
+    items, total = await platform_of(request).channels.list(parent=request.match_info["channel"], page=page,
                                                           per_page=per_page)
     return json_response(paged([channel_json(c) for c in items], total, page, per_page))
 

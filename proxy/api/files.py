@@ -7,23 +7,20 @@ from aiohttp import web
 from conda_platform_plugin.errors import BadRequest, NotFound, TooLarge
 from conda_platform_plugin.names import check_filename, check_subdir
 
-from ..platform import Platform, Received
+from ..platform import Received
 from ..store.files import file_json, file_key
-from .routing import channel_path, json_body, json_response, paged, paging, routes
+from .routing import channel_path, json_body, json_response, paged, paging, platform_of, routes
 
 TAG = "files"
 CHUNK = 1 << 18
 
-
-def _platform(request: web.Request) -> Platform:
-    return request.app["platform"]
 
 
 @routes.route("POST", "/api/channels/{channel}/files", summary="Upload package files (multipart, field 'file', many)",
               permission="channel.write", tag=TAG, query={"subdir": "reject files whose subdir differs"},
               body="multipart/form-data with one or more 'file' parts", status=201)
 async def upload(request: web.Request) -> web.Response:
-    platform = _platform(request)
+    platform = platform_of(request)
     config = platform.config
     path = channel_path(request)
     await platform.channels.get(path)  # unknown channel: 404 before reading any bytes
@@ -68,7 +65,7 @@ async def upload(request: web.Request) -> web.Response:
               tag=TAG, query={"name": "package name", "type": "artifact type", "subdir": "conda subdir",
                               "version": "version", "page": "page number", "per_page": "items per page"})
 async def list_files(request: web.Request) -> web.Response:
-    platform = _platform(request)
+    platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     page, per_page = paging(request)
     q = request.query
@@ -84,7 +81,7 @@ def _file_ref(request: web.Request) -> tuple[str, str]:
 @routes.route("GET", "/api/channels/{channel}/files/{subdir}/{filename}", summary="Show a package file",
               permission="channel.read", tag=TAG)
 async def show_file(request: web.Request) -> web.Response:
-    platform = _platform(request)
+    platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     return json_response(file_json(ch, await platform.files.get(ch, *_file_ref(request))))
 
@@ -92,7 +89,7 @@ async def show_file(request: web.Request) -> web.Response:
 @routes.route("GET", "/api/channels/{channel}/files/{subdir}/{filename}/download", summary="Download a package file",
               permission="channel.read", tag=TAG)
 async def download_file(request: web.Request) -> web.StreamResponse:
-    platform = _platform(request)
+    platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     subdir, filename = _file_ref(request)
     row = await platform.files.get(ch, subdir, filename)
@@ -107,7 +104,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
               permission="channel.write", tag=TAG)
 async def delete_file(request: web.Request) -> web.Response:
     subdir, filename = _file_ref(request)
-    gen = await _platform(request).remove_files(channel_path(request), [(subdir, filename)])
+    gen = await platform_of(request).remove_files(channel_path(request), [(subdir, filename)])
     return json_response({"deleted": [f"{subdir}/{filename}"], "generation": gen})
 
 
@@ -128,7 +125,7 @@ def _keys(body: dict) -> list[tuple[str, str]]:
               permission="channel.write", tag=TAG, body='{"files": ["SUBDIR/FILENAME", ...]}')
 async def bulk_delete(request: web.Request) -> web.Response:
     keys = _keys(await json_body(request))
-    gen = await _platform(request).remove_files(channel_path(request), keys)
+    gen = await platform_of(request).remove_files(channel_path(request), keys)
     return json_response({"deleted": sorted(f"{s}/{f}" for s, f in set(keys)), "generation": gen})
 
 
@@ -138,7 +135,7 @@ async def _transfer(request: web.Request, move: bool) -> web.Response:
     target = body.get("target")
     if not isinstance(target, str):
         raise BadRequest("'target' must be a channel name (CH or CH/SUB)")
-    return json_response(await _platform(request).transfer(channel_path(request), keys, target, move=move))
+    return json_response(await platform_of(request).transfer(channel_path(request), keys, target, move=move))
 
 
 @routes.route("POST", "/api/channels/{channel}/files/copy", summary="Copy files to another channel or subchannel",

@@ -16,6 +16,8 @@ from aiohttp import web
 
 from conda_platform_plugin.errors import BadRequest
 
+from ..platform import Platform
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: permissions a route may need (enforced by access control; "public" needs nothing)
 PERMISSIONS = frozenset({"public", "channel.read", "channel.write", "channel.manage", "channels.create"})
@@ -61,6 +63,11 @@ class RouteTable:
 
 
 routes = RouteTable()
+PLATFORM = web.AppKey("platform", Platform)
+
+
+def platform_of(request: web.Request) -> Platform:
+    return request.app[PLATFORM]
 
 
 def channel_path(request: web.Request) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..store.search import SearchIndex
-from .routing import json_response, paged, paging, routes
+from .routing import json_response, paged, paging, platform_of, routes
 
 
 @routes.route("GET", "/api/search", summary="Search packages by name (substring or glob)", permission="public",
@@ -15,7 +15,7 @@ from .routing import json_response, paged, paging, routes
 async def search(request: web.Request) -> web.Response:
     page, per_page = paging(request)
     q = request.query
-    items, total = await SearchIndex(request.app["platform"].db).search(
+    items, total = await SearchIndex(platform_of(request).db).search(
         q.get("q", ""), channel=q.get("channel") or None, type_=q.get("type") or None,
         subdir=q.get("subdir") or None, license=q.get("license") or None, page=page, per_page=per_page,
     )

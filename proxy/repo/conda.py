@@ -12,7 +12,7 @@ from aiohttp import web
 from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.names import KNOWN_SUBDIRS, check_filename
 
-from ..api.routing import routes
+from ..api.routing import platform_of, routes
 from ..platform import Platform
 from ..store.serving import Served
 
@@ -47,7 +47,7 @@ def _not_served(what: str) -> NotFound:
 @routes.route("GET", "/api/repo/{tail:.+}", summary="conda repository protocol", permission="channel.read",
               tag="repo", subchannels=False)
 async def repo(request: web.Request) -> web.StreamResponse:
-    platform: Platform = request.app["platform"]
+    platform = platform_of(request)
     channel, rest = split_repo_path(request.match_info["tail"])
     served = await platform.serving.lookup(channel)
     if served is None:
