@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_upload_bytes)
-    app["config"] = config
     routes.install(app)
     add_swagger_assets(app)
 

@@ -100,14 +100,15 @@ class Platform:
         try:
             packages = [await asyncio.to_thread(_read, r, expect_subdir) for r in received]
             new = [_new_file(p, r.blob) for p, r in zip(packages, received)]
-            # Rejects a conflict before any blob is committed.
-            gen, created = await self.files.add(ch, new, f"upload {', '.join(r.filename for r in received)[:200]}")
+            await self.files.precheck(ch, new)  # a conflict leaves no blob behind
         except BaseException:
             for r in received:
                 r.blob.discard()
             raise
+        # Blobs first: a committed row must never point at bytes that are not there.
         for r in received:
             await asyncio.to_thread(self.blobs.commit, r.blob)
+        gen, created = await self.files.add(ch, new, f"upload {', '.join(r.filename for r in received)[:200]}")
         if gen is not None:
             await self.publisher.publish(ch.id)
         return {"generation": gen, "files": new, "created": created, "channel": ch}

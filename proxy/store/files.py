@@ -74,6 +74,11 @@ class FileStore:
             await conn.execute(files.insert(), rows)
         return gen, created
 
+    async def precheck(self, channel: Channel, new: list[NewFile]) -> None:
+        """The conflict check of add(), before any bytes are committed."""
+        async with self.db.read() as conn:
+            await self._check_new(conn, channel.id, new)
+
     async def _check_new(self, conn: AsyncConnection, channel_id: int, new: list[NewFile]) -> list[bool]:
         seen: dict[tuple[str, str], str] = {}
         for f in new:
