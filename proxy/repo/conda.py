@@ -44,6 +44,8 @@ def _not_served(what: str) -> NotFound:
     return NotFound(f"{what} is not served here")
 
 
+@routes.route("GET", "/t/{token}/api/repo/{tail:.+}", summary="conda repository protocol, token prefix",
+              permission="channel.read", tag="repo", subchannels=False)
 @routes.route("GET", "/api/repo/{tail:.+}", summary="conda repository protocol", permission="channel.read",
               tag="repo", subchannels=False)
 async def repo(request: web.Request) -> web.StreamResponse:
