@@ -94,10 +94,10 @@ class Platform:
     # -- files ---------------------------------------------------------------------------------
     async def ingest(self, path: str, received: list[Received], *, expect_subdir: str | None = None) -> dict:
         """Validate every received file, then commit them all in one generation (or none)."""
-        ch = await self.channels.get(path)
-        if expect_subdir is not None:
-            check_subdir(expect_subdir)
         try:
+            ch = await self.channels.get(path)
+            if expect_subdir is not None:
+                check_subdir(expect_subdir)
             packages = [await asyncio.to_thread(_read, r, expect_subdir) for r in received]
             new = [_new_file(p, r.blob) for p, r in zip(packages, received)]
             await self.files.precheck(ch, new)  # a conflict leaves no blob behind
