@@ -60,6 +60,8 @@ class RouteTable:
     def install(self, app: web.Application) -> None:
         for r in self.routes:
             app.router.add_route(r.method, r.path, r.handler)
+            if r.method == "GET":  # every GET answers HEAD too (package managers probe with it)
+                app.router.add_route("HEAD", r.path, r.handler)
 
 
 routes = RouteTable()

@@ -89,4 +89,6 @@ async def _subdir_file(platform: Platform, served: Served, subdir: str, name: st
 
 
 def _file(path, content_type: str, cache: str) -> web.FileResponse:  # noqa: ANN001 - a Path
+    if not path.is_file():  # else aiohttp answers a bare 404, not the JSON envelope
+        raise NotFound(f"{path.name} is not served here")
     return web.FileResponse(path, headers={"Content-Type": content_type, "Cache-Control": cache})
