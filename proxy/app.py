@@ -33,5 +33,8 @@ def create_app(config: Config) -> web.Application:
 
 def serve(config: Config) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    print(f"conda-platform serving http://{config.host}:{config.port} (data in {config.data_dir})", flush=True)
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None, access_log=None)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    message = f"conda-platform serving http://{config.host}:{config.port} (data in {config.data_dir})"
+    # run_app prints only once the port is bound, so a taken port never says "serving" first
+    web.run_app(create_app(config), host=config.host, port=config.port, access_log=None,
+                print=lambda _default: print(message, flush=True))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown
@@ -37,9 +35,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
 @routes.route("GET", ONE, summary="Show an artifact", permission="channel.read", tag=TAG)
 async def get_artifact(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
-    out = artifact_json(ch, rows)
-    out["last_upload"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(out["last_upload"]))
-    return json_response(out)
+    return json_response(artifact_json(ch, rows))
 
 
 @routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown", permission="channel.read",

@@ -15,6 +15,8 @@ from .routing import json_response, paged, paging, platform_of, routes
 async def search(request: web.Request) -> web.Response:
     page, per_page = paging(request)
     q = request.query
+    if q.get("channel"):
+        await platform_of(request).channels.get(q["channel"])  # a typo is a 404, not "nothing found"
     items, total = await SearchIndex(platform_of(request).db).search(
         q.get("q", ""), channel=q.get("channel") or None, type_=q.get("type") or None,
         subdir=q.get("subdir") or None, license=q.get("license") or None, page=page, per_page=per_page,

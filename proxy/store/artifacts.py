@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import sqlalchemy as sa
 
@@ -58,12 +60,19 @@ class ArtifactStore:
             rows = (
                 await conn.execute(
                     sa.select(files.c.type, files.c.name, sa.func.count().label("files"),
-                              sa.func.max(files.c.uploaded_at).label("last_upload"))
+                              sa.func.max(files.c.uploaded_at).label("last_upload"),
+                              sa.func.max(files.c.summary).label("summary"),
+                              sa.func.max(files.c.license).label("license"))
                     .where(cond).group_by(files.c.type, files.c.name).order_by(files.c.name, files.c.type)
                     .limit(per_page).offset((page - 1) * per_page)
                 )
             ).all()
-        return [{"type": r.type, "name": r.name, "file_count": r.files} for r in rows], total
+        return [{"type": r.type, "name": r.name, "file_count": r.files, "summary": r.summary, "license": r.license,
+                 "last_upload": _iso(r.last_upload)} for r in rows], total
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def artifact_json(channel: Channel, rows: list[sa.Row]) -> dict:
@@ -84,7 +93,7 @@ def artifact_json(channel: Channel, rows: list[sa.Row]) -> dict:
         "doc_url": about.get("doc_url"),
         "subdirs": sorted({r.subdir for r in rows}),
         "file_count": len(rows),
-        "last_upload": max(r.uploaded_at for r in rows),
+        "last_upload": _iso(max(r.uploaded_at for r in rows)),
     }
 
 
@@ -93,7 +102,7 @@ def dependencies_json(rows: list[sa.Row], version: str | None) -> dict:
     version = version or rows[0].version
     chosen = [r for r in rows if r.version == version]
     if not chosen:
-        raise NotFound(f"version {version!r} not found")
+        raise NotFound(f"{rows[0].type}/{rows[0].name} has no version {version!r}")
     out = []
     for r in chosen:
         rec = orjson.loads(r.record)
