@@ -34,7 +34,8 @@ KNOWN_SUBDIRS: frozenset[str] = frozenset(
 CONDA_EXTENSIONS = (".conda", ".tar.bz2")
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: words a channel may not be called because they are parts of our URLs
-_RESERVED = frozenset({"t", "api", "pypi", "cran", "trust", "shards", "subchannels", "artifacts", "files"})
+_RESERVED = frozenset({"t", "api", "pypi", "cran", "trust", "shards", "subchannels", "artifacts", "files",
+                       "channeldata.json"})
 
 
 def check_segment(segment: str, what: str = "channel") -> str:

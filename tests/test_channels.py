@@ -262,3 +262,18 @@ def test_freeze_unfreeze(api: Api) -> None:
     # freeze survives a listing round trip
     api.post("/api/channels/team/freeze")
     assert [c["frozen"] for c in api.get("/api/channels").json()["items"]] == [True]
+
+
+@pytest.mark.parametrize("name", ["channeldata.json", "repodata.json", "x.conda", "a-b_c.d", "0", "shards", "trust"])
+def test_every_subchannel_that_can_be_created_is_addressable(api: Api, tmp_path: Path, name: str) -> None:
+    """A subchannel name that the repository URLs would read as something else must be refused."""
+    create(api, "team")
+    r = api.post("/api/channels/team/subchannels", expect=(201, 400), json={"name": name})
+    if r.status_code == 400:
+        assert_envelope(r, 400, "bad_request")
+        return
+    pkg = build_conda_package(tmp_path, "reach")
+    api.upload(f"team/{name}", pkg)
+    assert pkg.name in api.get(f"/api/repo/team/{name}/noarch/repodata.json").json()["packages.conda"]
+    assert api.get(f"/api/repo/team/{name}/channeldata.json").json()["packages"].keys() == {"reach"}
+    assert api.get(f"/api/repo/team/{name}/noarch/{pkg.name}").content == pkg.read_bytes()

@@ -281,6 +281,22 @@ def test_oversize_is_413_without_trace(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_too_many_files_is_413_without_trace(tmp_path: Path) -> None:
+    server = Server(tmp_path / "d", max_files_per_upload=2).start()
+    try:
+        api = Api(server)
+        create(api, "team")
+        pkgs = [build_conda_package(tmp_path, f"many{i}") for i in range(3)]
+        snap = Snapshot(api, "team")
+        err = assert_error(post_files(api, "team", *pkgs), 413, "too_large")
+        assert "2" in err["message"]
+        snap.assert_unchanged()
+        assert blob_files(server) == []
+        api.upload("team", *pkgs[:2], expect=201)
+    finally:
+        server.stop()
+
+
 def test_same_filename_other_bytes_is_conflict(api: Api, tmp_path: Path) -> None:
     first = build_conda_package(tmp_path / "a", "dup", "1.0", "0", files={"share/dup.txt": b"first\n"})
     second = build_conda_package(tmp_path / "b", "dup", "1.0", "0", files={"share/dup.txt": b"second\n"})
