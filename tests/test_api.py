@@ -111,8 +111,9 @@ def test_artifact_endpoints(api: Api, tmp_path: Path, channel: str) -> None:
     assert_error(api.get(f"{base}/artifacts/conda/tool/dependencies", params={"version": "9"}, expect=404), 404)
 
     listing = api.get(f"{base}/artifacts").json()
-    assert listing["items"] == [{"type": "conda", "name": "plain", "file_count": 1},
-                                {"type": "conda", "name": "tool", "file_count": 3}]
+    assert [(i["type"], i["name"], i["file_count"]) for i in listing["items"]] == [("conda", "plain", 1),
+                                                                                  ("conda", "tool", 3)]
+    assert [(i["summary"], i["license"]) for i in listing["items"]] == [("only a summary", "MIT"), ("A tool", "MIT")]
 
     for suffix in ("", "/readme", "/cves", "/files", "/dependencies"):
         assert_error(api.get(f"{base}/artifacts/conda/nope{suffix}", expect=404), 404, "not_found")
@@ -342,7 +343,7 @@ def test_search_filters_and_paging(search_api: Api) -> None:
     api = search_api
     assert hits(api, q="numpy", channel="team/sub") == [("team/sub", "numpy")]
     assert {n for _, n in hits(api, channel="team")} == {"numpy", "numpy-base", "pynumpy", "scipy", "zlib"}
-    assert hits(api, q="numpy", channel="nope") == []
+    assert_error(api.get("/api/search", params={"q": "numpy", "channel": "nope"}, expect=404), 404, "not_found")
     assert {(c, n) for c, n in hits(api, subdir="linux-64")} == {("team", "numpy"), ("team", "zlib")}
     linux_numpy = search(api, q="numpy", subdir="linux-64")["items"]
     assert [(i["channel"], i["file_count"]) for i in linux_numpy] == [("team", 1)]
