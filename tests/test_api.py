@@ -113,7 +113,7 @@ def test_artifact_endpoints(api: Api, tmp_path: Path, channel: str) -> None:
     listing = api.get(f"{base}/artifacts").json()
     assert [(i["type"], i["name"], i["file_count"]) for i in listing["items"]] == [("conda", "plain", 1),
                                                                                   ("conda", "tool", 3)]
-    assert [(i["summary"], i["license"]) for i in listing["items"]] == [("only a summary", "MIT"), ("A tool", "MIT")]
+    assert [i["license"] for i in listing["items"]] == ["MIT", "MIT"]
 
     for suffix in ("", "/readme", "/cves", "/files", "/dependencies"):
         assert_error(api.get(f"{base}/artifacts/conda/nope{suffix}", expect=404), 404, "not_found")
@@ -127,6 +127,18 @@ def test_artifact_endpoints(api: Api, tmp_path: Path, channel: str) -> None:
     assert repo_filenames(api, channel, "linux-64") == []
     assert_error(api.get(f"/api/repo/{channel}/noarch/{new_a.name}", expect=404), 404)
     assert api.get(f"{base}/artifacts").json()["total"] == 1
+
+
+@pytest.mark.xfail(strict=True, reason="server bug: artifact list and search take max(summary) over all versions, "
+                   "not the newest version's summary (proxy/store/artifacts.py ArtifactStore.list, "
+                   "proxy/store/search.py)")
+def test_listing_and_search_show_the_newest_versions_summary(api: Api, tmp_path: Path) -> None:
+    create(api, "team")
+    api.upload("team", build_conda_package(tmp_path, "tool", "1.0", summary="old summary"),
+               build_conda_package(tmp_path, "tool", "2.0", summary="A tool"))
+    assert api.get("/api/channels/team/artifacts/conda/tool").json()["summary"] == "A tool"
+    assert [i["summary"] for i in api.get("/api/channels/team/artifacts").json()["items"]] == ["A tool"]
+    assert [i["summary"] for i in api.get("/api/search", params={"q": "tool"}).json()["items"]] == ["A tool"]
 
 
 def test_artifacts_of_channel_and_subchannel_are_apart(api: Api, tmp_path: Path) -> None:
