@@ -472,3 +472,33 @@ def test_delete_last_file_of_a_subdir(api: Api, tmp_path: Path, fmt: str) -> Non
     check_shards(api, "/api/repo/team", "linux-64", Model().repodata("linux-64"))
     assert "lonely" not in api.get("/api/repo/team/channeldata.json").json()["packages"]
     assert_404_envelope(api.get(f"/api/repo/team/linux-64/{p.name}", expect=404))
+
+
+def test_concurrent_uploads_and_deletes_all_published(api: Api, tmp_path: Path) -> None:
+    """Publishes racing each other on one channel: the last one published holds every change."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    create(api, "team")
+    model = Model()
+    base = [build_conda_package(tmp_path / "base", f"base{i:02d}") for i in range(16)]
+    api.upload("team", *base)
+    model.add(*base)
+    new = [build_conda_package(tmp_path / "new", f"new{i:02d}", subdir=("noarch", "linux-64")[i % 2])
+           for i in range(12)]
+
+    def upload(p: Path) -> int:
+        return Api(api.server).upload("team", p, expect=201)["generation"]
+
+    def delete(p: Path) -> int:
+        return Api(api.server).request("DELETE", f"/api/channels/team/files/noarch/{p.name}").json()["generation"]
+
+    with ThreadPoolExecutor(6) as pool:
+        gens = list(pool.map(upload, new)) + list(pool.map(delete, base[:8]))
+    assert sorted(gens) == list(range(2, 2 + len(new) + 8))
+    model.add(*new)
+    for p in base[:8]:
+        model.remove("noarch", p.name)
+    info = api.get("/api/channels/team").json()
+    assert info["published_generation"] == info["generation"] == 1 + len(new) + 8
+    for subdir in ("noarch", "linux-64"):
+        check_subdir(api, "/api/repo/team", subdir, model)
