@@ -129,9 +129,6 @@ def test_artifact_endpoints(api: Api, tmp_path: Path, channel: str) -> None:
     assert api.get(f"{base}/artifacts").json()["total"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: artifact list and search take max(summary) over all versions, "
-                   "not the newest version's summary (proxy/store/artifacts.py ArtifactStore.list, "
-                   "proxy/store/search.py)")
 def test_listing_and_search_show_the_newest_versions_summary(api: Api, tmp_path: Path) -> None:
     create(api, "team")
     api.upload("team", build_conda_package(tmp_path, "tool", "1.0", summary="old summary"),

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from conda_platform_plugin.errors import BadRequest
+from conda_platform_plugin.errors import BadRequest, TooLarge
 
 from ..platform import Platform
 
@@ -83,10 +83,10 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 async def json_body(request: web.Request, max_bytes: int = 1 << 20) -> dict:
     if request.content_length and request.content_length > max_bytes:
-        raise BadRequest(f"request body larger than {max_bytes} bytes")
+        raise TooLarge(f"request body larger than {max_bytes} bytes")
     raw = await request.content.read(max_bytes + 1)
     if len(raw) > max_bytes:
-        raise BadRequest(f"request body larger than {max_bytes} bytes")
+        raise TooLarge(f"request body larger than {max_bytes} bytes")
     try:
         body = orjson.loads(raw or b"{}")
     except orjson.JSONDecodeError as e:

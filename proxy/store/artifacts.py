@@ -12,7 +12,7 @@ from conda_platform_plugin.errors import BadRequest, NotFound
 from .channels import Channel
 from .db import Database
 from .render import _version_key
-from .tables import files
+from .tables import channels, files
 
 ARTIFACT_TYPES = ("conda",)
 _CURRENT = files.c.removed_gen.is_(None)
@@ -60,15 +60,36 @@ class ArtifactStore:
             rows = (
                 await conn.execute(
                     sa.select(files.c.type, files.c.name, sa.func.count().label("files"),
-                              sa.func.max(files.c.uploaded_at).label("last_upload"),
-                              sa.func.max(files.c.summary).label("summary"),
-                              sa.func.max(files.c.license).label("license"))
+                              sa.func.max(files.c.uploaded_at).label("last_upload"))
                     .where(cond).group_by(files.c.type, files.c.name).order_by(files.c.name, files.c.type)
                     .limit(per_page).offset((page - 1) * per_page)
                 )
             ).all()
-        return [{"type": r.type, "name": r.name, "file_count": r.files, "summary": r.summary, "license": r.license,
+            newest = await newest_versions(conn, [(channel.name, r.type, r.name) for r in rows])
+        return [{"type": r.type, "name": r.name, "file_count": r.files, **newest[(channel.name, r.type, r.name)],
                  "last_upload": _iso(r.last_upload)} for r in rows], total
+
+
+async def newest_versions(conn, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict]:  # noqa: ANN001
+    """Summary, license and version of the newest version of each (channel, type, name), as
+    GET artifact shows them (newest by conda version order, then upload time)."""
+    if not keys:
+        return {}
+    rows = (
+        await conn.execute(
+            sa.select(channels.c.name.label("channel"), files.c.type, files.c.name, files.c.version,
+                      files.c.summary, files.c.license, files.c.uploaded_at)
+            .select_from(files.join(channels, channels.c.id == files.c.channel_id))
+            .where(_CURRENT, sa.tuple_(channels.c.name, files.c.type, files.c.name).in_(keys))
+        )
+    ).all()
+    best: dict[tuple[str, str, str], sa.Row] = {}
+    for r in rows:
+        key = (r.channel, r.type, r.name)
+        if key not in best or (_version_key(r.version), r.uploaded_at) > (_version_key(best[key].version),
+                                                                          best[key].uploaded_at):
+            best[key] = r
+    return {k: {"latest_version": r.version, "summary": r.summary, "license": r.license} for k, r in best.items()}
 
 
 def _iso(ts: float) -> str:

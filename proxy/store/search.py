@@ -10,6 +10,7 @@ import fnmatch
 
 import sqlalchemy as sa
 
+from .artifacts import newest_versions
 from .db import Database
 from .tables import channels, files
 
@@ -69,8 +70,6 @@ class SearchIndex:
                 sa.func.min(rank).label("rank"),
                 sa.func.count().label("file_count"),
                 sa.func.max(files.c.uploaded_at).label("last_upload"),
-                sa.func.max(files.c.summary).label("summary"),
-                sa.func.max(files.c.license).label("license"),
             )
             .select_from(files.join(channels, files.c.channel_id == channels.c.id))
             .where(cond)
@@ -91,9 +90,10 @@ class SearchIndex:
                         .limit(per_page).offset((page - 1) * per_page)
                     )
                 ).all()
+            newest = await newest_versions(conn, [(r.channel, r.type, r.name) for r in rows])
         return [
             {"channel": r.channel, "type": r.type, "name": r.name, "file_count": r.file_count,
-             "summary": r.summary, "license": r.license,
+             **newest[(r.channel, r.type, r.name)],
              "match": ("exact", "prefix", "substring")[r.rank] if not is_glob(q) else "glob"}
             for r in rows
         ], total
