@@ -6,9 +6,10 @@ import logging
 
 from aiohttp import web
 
-from .api import artifacts, channels, files, openapi, search  # noqa: F401 - modules register their routes
+from .api import artifacts, channels, files, identity, openapi, search  # noqa: F401 - modules register routes
 from .api.openapi import add_swagger_assets
-from .api.routing import PLATFORM, routes
+from .api.routing import AUTH, PLATFORM, routes
+from .auth import Auth
 from .config import Config
 from .middleware import error_middleware
 from .platform import Platform
@@ -23,7 +24,11 @@ def create_app(config: Config) -> web.Application:
     add_swagger_assets(app)
 
     async def open_platform(app: web.Application):  # noqa: ANN202 - cleanup context
-        app[PLATFORM] = await Platform.open(config)
+        platform = app[PLATFORM] = await Platform.open(config)
+        app[AUTH] = Auth(platform.identities, platform.serving)
+        if platform.bootstrap_token:
+            print(f"conda-platform: first start, admin token (shown once, keep it safe): {platform.bootstrap_token}",
+                  flush=True)
         yield
         await app[PLATFORM].close()
 

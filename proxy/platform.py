@@ -23,6 +23,7 @@ from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
 from .store.files import FileStore, NewFile
+from .store.identities import IdentityStore
 from .store.publish import Publisher
 from .store.serving import ServingIndex
 from .store.tables import channels
@@ -47,6 +48,9 @@ class Platform:
         self.files = FileStore(db, self.channels)
         self.publisher = Publisher(db, config.index_dir)
         self.serving = ServingIndex(db, ttl=config.serving_ttl)
+        self.identities = IdentityStore(db)
+        #: the admin token made on first start with an empty database (shown once, never stored)
+        self.bootstrap_token: str | None = None
         self.publisher.listeners.append(lambda _cid: self.serving.invalidate())
 
     @classmethod
@@ -54,7 +58,17 @@ class Platform:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         platform = cls(config, await Database.open(config.database_url))
         await platform.recover()
+        if await platform.identities.count_users() == 0:
+            platform.bootstrap_token = await platform.admin_token("created on first start")
         return platform
+
+    async def admin_token(self, description: str) -> str:
+        """A new token for the built-in admin (created when missing): the server-host bootstrap."""
+        users = {u["name"] for u in await self.identities.list_users()}
+        if "admin" not in users:
+            await self.identities.create_user("admin", admin=True)
+        secret, _ = await self.identities.create_token("admin", description=description)
+        return secret
 
     async def close(self) -> None:
         await self.db.close()

@@ -30,6 +30,7 @@ class Server:
         self.database_url = database_url
         self.settings = settings
         self.url = ""
+        self.admin_token: str | None = None  # the bootstrap token of the first start
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -51,6 +52,7 @@ class Server:
                 await site.start()
                 port = self._runner.addresses[0][1]
                 self.url = f"http://127.0.0.1:{port}"
+                self.admin_token = self.admin_token or self.app[PLATFORM].bootstrap_token
 
             try:
                 loop.run_until_complete(boot())
@@ -94,9 +96,13 @@ class Server:
 class Api:
     """A thin requests wrapper that raises on unexpected statuses with the server's message."""
 
-    def __init__(self, server: Server):
+    def __init__(self, server: Server, token: str | None = "admin"):
+        """Calls as the bootstrap admin by default; ``token=None`` calls anonymously."""
         self.server = server
         self.session = requests.Session()
+        self.token = server.admin_token if token == "admin" else token
+        if self.token:
+            self.session.headers["Authorization"] = f"Bearer {self.token}"
 
     def request(self, method: str, path: str, expect: int | tuple[int, ...] = 200, **kw) -> requests.Response:  # noqa: ANN003
         r = self.session.request(method, self.server.url + path, timeout=120, **kw)

@@ -24,10 +24,12 @@ if not EXE.exists():
     EXE = Path(shutil.which("conda-platform") or EXE)
 
 
-def _env(url: str | None) -> dict[str, str]:
+def _env(url: str | None, token: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDA_PLATFORM_")}
     if url:
         env["CONDA_PLATFORM_URL"] = url
+    if token:
+        env["CONDA_PLATFORM_TOKEN"] = token
     env["COLUMNS"] = "200"
     return env
 
@@ -35,7 +37,7 @@ def _env(url: str | None) -> dict[str, str]:
 def cli(server: Server | None, *args: str, code: int = 0, url: str | None = None) -> subprocess.CompletedProcess:
     """Run the executable (server URL from the environment) and check its exit code."""
     assert EXE.exists(), "conda-platform is not installed: pip install -e '.[test]'"
-    r = subprocess.run([str(EXE), *args], env=_env(url or (server.url if server else None)), capture_output=True,
+    r = subprocess.run([str(EXE), *args], env=_env(url or (server.url if server else None), server.admin_token if server else None), capture_output=True,
                        text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert r.returncode == code, f"{args}: exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
     return r
@@ -285,7 +287,7 @@ def test_upload_progress_bar_on_a_terminal(server: Server, tmp_path: Path) -> No
     pkg = build_conda_package(tmp_path, "tty", "1.0", files={"share/blob.bin": os.urandom(1 << 20)})
     cli(server, "channel", "create", "tty")
     main, child = pty.openpty()
-    p = subprocess.Popen([str(EXE), "upload", "-c", "tty", str(pkg)], env=_env(server.url), stdin=subprocess.DEVNULL,
+    p = subprocess.Popen([str(EXE), "upload", "-c", "tty", str(pkg)], env=_env(server.url, server.admin_token), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=child)
     os.close(child)
     shown = b""
@@ -313,6 +315,9 @@ def test_serve_runs_a_real_server(tmp_path: Path) -> None:
                          env=_env(None), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     try:
+        first = p.stdout.readline()  # a fresh data dir: the bootstrap admin token, shown once
+        assert "admin token (shown once" in first, first
+        token = first.rsplit(" ", 1)[1].strip()
         deadline = time.monotonic() + 30
         while True:
             assert p.poll() is None, p.communicate()
@@ -323,7 +328,8 @@ def test_serve_runs_a_real_server(tmp_path: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline, "the server did not answer within 30 s"
                 time.sleep(0.1)
-        cli(None, "channel", "create", "served", url=url)
+        cli(None, "channel", "create", "served", url=url, code=1)  # anonymous: refused
+        cli(None, "--token", token, "channel", "create", "served", url=url)
         assert [c["name"] for c in json.loads(cli(None, "channel", "list", "--json", url=url).stdout)["items"]] == [
             "served"]
         assert (data / "platform.db").is_file()

@@ -9,7 +9,18 @@ from aiohttp import web
 from conda_platform_plugin.errors import BadRequest
 
 from ..store.channels import Channel
-from .routing import channel_path, flag, json_body, json_response, paged, paging, platform_of, routes
+from .routing import (
+    auth_of,
+    channel_path,
+    flag,
+    identity_of,
+    json_body,
+    json_response,
+    paged,
+    paging,
+    platform_of,
+    routes,
+)
 
 TAG = "channels"
 
@@ -40,6 +51,8 @@ async def _create(request: web.Request, parent: str | None) -> web.Response:
         raise BadRequest("'name' is required")
     if parent:
         name = f"{parent}/{name}"
+    elif "/" in name:  # CH/SUB through POST /api/channels: the parent's managers decide
+        await auth_of(request).authorize(identity_of(request), "channel.manage", name.split("/")[0])
     description = body.get("description", "")
     if not isinstance(description, str):
         raise BadRequest("'description' must be a string")
@@ -53,7 +66,8 @@ async def _create(request: web.Request, parent: str | None) -> web.Response:
               query={"page": "page number", "per_page": "items per page"})
 async def list_channels(request: web.Request) -> web.Response:
     page, per_page = paging(request)
-    items, total = await platform_of(request).channels.list(page=page, per_page=per_page)
+    items, total = await platform_of(request).channels.list(page=page, per_page=per_page,
+                                                            visible_to=identity_of(request))
     return json_response(paged([channel_json(c) for c in items], total, page, per_page))
 
 
@@ -69,7 +83,7 @@ async def show_channel(request: web.Request) -> web.Response:
     ch = await platform.channels.get(channel_path(request))
     subs = None
     if not ch.is_subchannel:
-        items, _ = await platform.channels.list(parent=ch.name, per_page=1000)
+        items, _ = await platform.channels.list(parent=ch.name, per_page=1000, visible_to=identity_of(request))
         subs = [s.name.split("/")[1] for s in items]
     return json_response(channel_json(ch, subs))
 
@@ -114,7 +128,7 @@ async def unfreeze(request: web.Request) -> web.Response:
 async def list_subchannels(request: web.Request) -> web.Response:
     page, per_page = paging(request)
     items, total = await platform_of(request).channels.list(parent=request.match_info["channel"], page=page,
-                                                          per_page=per_page)
+                                                          per_page=per_page, visible_to=identity_of(request))
     return json_response(paged([channel_json(c) for c in items], total, page, per_page))
 
 

@@ -8,8 +8,9 @@ from conda_platform_plugin.errors import BadRequest, NotFound, TooLarge
 from conda_platform_plugin.names import check_filename, check_subdir
 
 from ..platform import Received
+from ..store.channels import normalize
 from ..store.files import file_json, file_key
-from .routing import channel_path, json_body, json_response, paged, paging, platform_of, routes
+from .routing import auth_of, channel_path, identity_of, json_body, json_response, paged, paging, platform_of, routes
 
 TAG = "files"
 CHUNK = 1 << 18
@@ -135,6 +136,7 @@ async def _transfer(request: web.Request, move: bool) -> web.Response:
     target = body.get("target")
     if not isinstance(target, str):
         raise BadRequest("'target' must be a channel name (CH or CH/SUB)")
+    await auth_of(request).authorize(identity_of(request), "channel.write", normalize(target))
     return json_response(await platform_of(request).transfer(channel_path(request), keys, target, move=move))
 
 

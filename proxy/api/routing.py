@@ -14,13 +14,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from conda_platform_plugin.errors import BadRequest, TooLarge
+from conda_platform_plugin.access import GLOBAL_ATTRIBUTES, Identity
+from conda_platform_plugin.errors import BadRequest, PlatformError, TooLarge
 
+from ..auth import Auth
 from ..platform import Platform
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-#: permissions a route may need (enforced by access control; "public" needs nothing)
-PERMISSIONS = frozenset({"public", "channel.read", "channel.write", "channel.manage", "channels.create"})
+#: what a route may need: nothing, any token, a channel permission, a global attribute, or admin
+PERMISSIONS = frozenset({"public", "authenticated", "admin", "channel.read", "channel.write", "channel.manage",
+                         *GLOBAL_ATTRIBUTES})
+_READS = frozenset({"GET", "HEAD"})
 _CHANNEL = "/api/channels/{channel}"
 
 
@@ -35,6 +39,10 @@ class Route:
     query: dict[str, str] = field(default_factory=dict)
     body: str | None = None
     status: int = 200
+    #: finds the channel a channel permission is about (default: the {channel}[/{subchannel}] of the path)
+    locate: Callable[[web.Request], str] | None = None
+    #: accept ?token= (badge URLs, which cannot carry headers)
+    query_token: bool = False
 
 
 class RouteTable:
@@ -43,7 +51,8 @@ class RouteTable:
 
     def route(self, method: str, path: str, *, summary: str, permission: str, tag: str,
               query: dict[str, str] | None = None, body: str | None = None, status: int = 200,
-              subchannels: bool = True) -> Callable[[Handler], Handler]:
+              subchannels: bool = True, locate: Callable[[web.Request], str] | None = None,
+              query_token: bool = False) -> Callable[[Handler], Handler]:
         if permission not in PERMISSIONS:
             raise ValueError(f"unknown permission {permission!r}")
 
@@ -52,24 +61,64 @@ class RouteTable:
             if subchannels and path.startswith(_CHANNEL):
                 paths.append(_CHANNEL + "/subchannels/{subchannel}" + path[len(_CHANNEL):])
             for p in paths:
-                self.routes.append(Route(method, p, handler, summary, permission, tag, dict(query or {}), body, status))
+                self.routes.append(Route(method, p, handler, summary, permission, tag, dict(query or {}), body, status,
+                                         locate, query_token))
             return handler
 
         return register
 
     def install(self, app: web.Application) -> None:
         for r in self.routes:
-            app.router.add_route(r.method, r.path, r.handler)
+            guarded = _guard(r)
+            app.router.add_route(r.method, r.path, guarded)
             if r.method == "GET":  # every GET answers HEAD too (package managers probe with it)
-                app.router.add_route("HEAD", r.path, r.handler)
+                app.router.add_route("HEAD", r.path, guarded)
+
+
+def _guard(route: Route) -> Handler:
+    """The one permission check: identify, check what the route declares, audit every write."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        auth = auth_of(request)
+        identity = ANONYMOUS_CALLER
+        status = 500
+        try:
+            identity = request[IDENTITY] = await auth.identify(request, query_token=route.query_token)
+            channel = None
+            if route.permission.startswith("channel."):
+                channel = route.locate(request) if route.locate else channel_path(request)
+            await auth.authorize(identity, route.permission, channel)
+            response = await route.handler(request)
+            status = response.status
+            return response
+        except PlatformError as e:
+            status = e.status
+            raise
+        finally:
+            if request.method not in _READS:
+                await auth.identities.record(identity.name, f"{request.method} {route.path}", request.path, status,
+                                             request.remote or "")
+
+    return guarded
 
 
 routes = RouteTable()
 PLATFORM = web.AppKey("platform", Platform)
+AUTH = web.AppKey("auth", Auth)
+ANONYMOUS_CALLER = Identity("anonymous")
+IDENTITY = web.RequestKey("identity", Identity)
 
 
 def platform_of(request: web.Request) -> Platform:
     return request.app[PLATFORM]
+
+
+def auth_of(request: web.Request) -> Auth:
+    return request.app[AUTH]
+
+
+def identity_of(request: web.Request) -> Identity:
+    return request.get(IDENTITY, ANONYMOUS_CALLER)
 
 
 def channel_path(request: web.Request) -> str:

@@ -44,10 +44,14 @@ def _not_served(what: str) -> NotFound:
     return NotFound(f"{what} is not served here")
 
 
+def repo_channel(request: web.Request) -> str:
+    return split_repo_path(request.match_info["tail"])[0]
+
+
 @routes.route("GET", "/t/{token}/api/repo/{tail:.+}", summary="conda repository protocol, token prefix",
-              permission="channel.read", tag="repo", subchannels=False)
+              permission="channel.read", tag="repo", subchannels=False, locate=repo_channel)
 @routes.route("GET", "/api/repo/{tail:.+}", summary="conda repository protocol", permission="channel.read",
-              tag="repo", subchannels=False)
+              tag="repo", subchannels=False, locate=repo_channel)
 async def repo(request: web.Request) -> web.StreamResponse:
     platform = platform_of(request)
     channel, rest = split_repo_path(request.match_info["tail"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conda_platform_plugin.access import Identity
 from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 from conda_platform_plugin.names import parse_channel_path
 
@@ -91,12 +92,12 @@ class ChannelStore:
         return await self.by_id(cid)
 
     async def list(self, *, parent: str | None = None, page: int = 1, per_page: int = 50,
-                   names: list[str] | None = None) -> tuple[list[Channel], int]:
+                   visible_to: Identity | None = None) -> tuple[list[Channel], int]:
         cond = channels.c.parent_id.is_(None)
         if parent is not None:
             cond = channels.c.parent_id == (await self.get(parent)).id
-        if names is not None:
-            cond = cond & channels.c.name.in_(names)
+        if visible_to is not None:
+            cond = cond & readable_condition(visible_to)
         async with self.db.read() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(channels).where(cond))).scalar_one()
             rows = (
@@ -154,6 +155,17 @@ class ChannelStore:
         await conn.execute(generations.insert().values(channel_id=channel_id, number=gen, created_at=now,
                                                        summary=summary[:500]))
         return gen
+
+
+def readable_condition(identity: Identity) -> sa.ColumnElement[bool]:
+    """Channels this identity may see: public ones and the private ones it may read."""
+    if identity.admin and identity.scopes is None:
+        return sa.true()
+    cond = channels.c.private.is_(False)
+    for name in identity.channel_grants:
+        if identity.can_channel(name, "read"):
+            cond |= (channels.c.name == name) | channels.c.name.startswith(name + "/", autoescape=True)
+    return cond
 
 
 def check_page(page: int, per_page: int) -> None:

@@ -10,7 +10,10 @@ import fnmatch
 
 import sqlalchemy as sa
 
+from conda_platform_plugin.access import Identity
+
 from .artifacts import newest_versions
+from .channels import readable_condition
 from .db import Database
 from .tables import channels, files
 
@@ -35,7 +38,7 @@ class SearchIndex:
         self.db = db
 
     async def search(self, q: str, *, channel: str | None = None, type_: str | None = None,
-                     subdir: str | None = None, license: str | None = None, channel_names: list[str] | None = None,
+                     subdir: str | None = None, license: str | None = None, visible_to: Identity | None = None,
                      page: int = 1, per_page: int = 50) -> tuple[list[dict], int]:
         q = q.strip().lower()
         cond = files.c.removed_gen.is_(None)
@@ -56,8 +59,8 @@ class SearchIndex:
             rank = sa.literal(2)
         if channel:
             cond &= channels.c.name == channel
-        if channel_names is not None:
-            cond &= channels.c.name.in_(channel_names)
+        if visible_to is not None:
+            cond &= readable_condition(visible_to)
         if type_:
             cond &= files.c.type == type_
         if subdir:

@@ -71,3 +71,52 @@ renders = sa.Table(
     sa.Column("gen", sa.Integer, primary_key=True),
     sa.Column("records", sa.Integer, nullable=False),
 )
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    # "user" or "service" (a service account: tokens only, for CI and mirrors)
+    sa.Column("kind", sa.String(16), nullable=False, server_default="user"),
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # sha256 of the secret: the secret itself is shown once and never stored
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    # JSON list of permissions the token is limited to; null: all of its user's
+    sa.Column("scopes", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # a channel permission (read/write/manage) on a channel, or a global attribute (channel_id 0)
+    sa.Column("channel_id", sa.Integer, primary_key=True),
+    sa.Column("permission", sa.String(64), primary_key=True),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False),
+    sa.Column("action", sa.String(200), nullable=False),
+    sa.Column("target", sa.Text, nullable=False, server_default=""),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("client", sa.String(64), nullable=False, server_default=""),
+)
+sa.Index("ix_audit_at", audit.c.at)
