@@ -148,6 +148,6 @@ def presented_token(request: web.Request, *, query_token: bool = False) -> str |
 
 
 def _check_shape(token: str) -> str:
-    if not token or len(token) > 256 or not token.isascii() or not token.isprintable():
+    if not token or len(token) > 256 or not token.isascii() or not token.isprintable() or " " in token:
         raise BadRequest("malformed token")
     return token

@@ -24,7 +24,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except PlatformError as e:
-        return envelope_response(e.status, e.code, e.message, e.detail)
+        response = envelope_response(e.status, e.code, e.message, e.detail)
+        if "retry_after" in e.detail:
+            response.headers["Retry-After"] = str(e.detail["retry_after"])
+        return response
     except web.HTTPException as e:
         if e.status < 400:
             raise

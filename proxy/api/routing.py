@@ -99,6 +99,7 @@ def _guard(route: Route) -> Handler:
                 await auth.identities.record(identity.name, f"{request.method} {route.path}", request.path, status,
                                              request.remote or "")
 
+    guarded.route = route  # type: ignore[attr-defined] - lets a test prove every route is guarded
     return guarded
 
 

@@ -13,7 +13,7 @@ from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 from conda_platform_plugin.names import parse_channel_path
 
 from .db import Database
-from .tables import channels, files, generations
+from .tables import channels, files, generations, grants
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,7 @@ class ChannelStore:
             ids = [ch.id, *(await conn.execute(sa.select(channels.c.id).where(channels.c.parent_id == ch.id))).scalars()]
             await conn.execute(files.delete().where(files.c.channel_id.in_(ids)))
             await conn.execute(generations.delete().where(generations.c.channel_id.in_(ids)))
+            await conn.execute(grants.delete().where(grants.c.channel_id.in_(ids)))
             await conn.execute(channels.delete().where(channels.c.id.in_(ids[1:])))
             await conn.execute(channels.delete().where(channels.c.id == ch.id))
         return ids

@@ -22,8 +22,20 @@ BATCH = 5000
 FULL_RENDER_SHARE = 0.25
 
 
+# Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
+# ix_files_removed for any query with visible_at(): a scan of the whole channel for each query. The
+# render queries make those columns (and channel_id, in the channeldata query, which has no subdir)
+# unindexable with "+ 0" (the same rows, on every database), so the name indexes are used. With 500,000 records in 37,000 names, the channeldata queries of a full
+# render went from 15 s to 0.1 s, the row query of an incremental render from 0.2 to 0.01 s.
+
+
 def visible_at(gen: int) -> sa.ColumnElement[bool]:
     return (files.c.added_gen <= gen) & (files.c.removed_gen.is_(None) | (files.c.removed_gen > gen))
+
+
+def _visible_at_unindexed(gen: int) -> sa.ColumnElement[bool]:
+    """visible_at() that no index on added_gen/removed_gen can serve (see above)."""
+    return ((files.c.added_gen + 0) <= gen) & (files.c.removed_gen.is_(None) | ((files.c.removed_gen + 0) > gen))
 
 
 class Publisher:
@@ -71,15 +83,17 @@ class Publisher:
 
     async def _render(self, cid: int, old: int, new: int) -> None:
         async with self.db.read() as conn:
+            # A UNION, not an OR: each half then searches its own index (an OR scans the channel).
             changed_rows = (
                 await conn.execute(
-                    sa.select(files.c.subdir, files.c.name)
-                    .where(files.c.channel_id == cid)
-                    .where(
-                        ((files.c.added_gen > old) & (files.c.added_gen <= new))
-                        | ((files.c.removed_gen > old) & (files.c.removed_gen <= new))
+                    sa.union(
+                        sa.select(files.c.subdir, files.c.name).where(
+                            files.c.channel_id == cid, files.c.added_gen > old, files.c.added_gen <= new
+                        ),
+                        sa.select(files.c.subdir, files.c.name).where(
+                            files.c.channel_id == cid, files.c.removed_gen > old, files.c.removed_gen <= new
+                        ),
                     )
-                    .distinct()
                 )
             ).all()
             latest = dict(
@@ -116,7 +130,11 @@ class Publisher:
         full = previous is None or len(names) > FULL_RENDER_SHARE * max(1, len(previous.layout["names"]))
         renderer = SubdirRenderer(out, shards, subdir, previous, full=full)
         cols = (files.c.name, files.c.filename, files.c.record, files.c.version)
-        base = sa.select(*cols).where(files.c.channel_id == cid, files.c.subdir == subdir, visible_at(gen))
+        base = (
+            sa.select(*cols)
+            .where(files.c.channel_id == cid, files.c.subdir == subdir)
+            .where(_visible_at_unindexed(gen))
+        )
         try:
             async with self.db.read() as conn:
                 if full:
@@ -150,7 +168,8 @@ class Publisher:
                     await conn.execute(
                         sa.select(files.c.name, files.c.version, files.c.subdir, files.c.about, files.c.record,
                                   files.c.uploaded_at)
-                        .where(files.c.channel_id == cid, files.c.name.in_(chunk), visible_at(new))
+                        .where((files.c.channel_id + 0) == cid, files.c.name.in_(chunk),
+                               _visible_at_unindexed(new))
                     )
                 ).all()
                 by_name: dict[str, list] = defaultdict(list)
