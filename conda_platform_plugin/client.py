@@ -392,6 +392,48 @@ class PlatformClient:
         return self._get("/api/search", q=query, channel=channel, type=type, subdir=subdir, license=license,
                          page=page, per_page=per_page)
 
+    # -- identity and access -------------------------------------------------------------------
+    def whoami(self) -> dict:
+        """Who the token belongs to (``anonymous: true`` without one)."""
+        return self._get("/api/whoami")
+
+    def list_tokens(self, user: str | None = None) -> dict:
+        """Your tokens, or ``user``'s (needs users.manage); never their secrets."""
+        return self._get("/api/tokens", user=user)
+
+    def create_token(self, *, description: str = "", scopes: Sequence[str] | None = None,
+                     expires_in_days: float | None = None, user: str | None = None) -> dict:
+        """A new token; the answer's ``token`` is its secret, which the server never shows again."""
+        body: dict[str, Any] = {"description": description,
+                                "scopes": None if scopes is None else list(scopes),
+                                "expires_in_days": expires_in_days}
+        if user is not None:
+            body["user"] = user
+        return self.request("POST", "/api/tokens", json_body=body)
+
+    def revoke_token(self, token_id: int) -> dict:
+        return self.request("DELETE", f"/api/tokens/{int(token_id)}")
+
+    def list_users(self) -> dict:
+        return self._get("/api/users")
+
+    def create_user(self, name: str, *, kind: str = "user", admin: bool = False) -> dict:
+        return self.request("POST", "/api/users", json_body={"name": name, "kind": kind, "admin": admin})
+
+    def get_user(self, name: str) -> dict:
+        return self._get(f"/api/users/{_q(name)}")
+
+    def grant(self, name: str, permission: str) -> dict:
+        """Grant ``channel.read|write|manage:CH[/SUB]`` or a global attribute; returns the user."""
+        return self.request("POST", f"/api/users/{_q(name)}/grants", json_body={"permission": permission})
+
+    def revoke(self, name: str, permission: str) -> dict:
+        return self.request("POST", f"/api/users/{_q(name)}/grants/revoke", json_body={"permission": permission})
+
+    def audit(self, *, actor: str | None = None, page: int = 1, per_page: int = 50) -> dict:
+        """One page of the audit log, newest first (admin only)."""
+        return self._get("/api/audit", actor=actor, page=page, per_page=per_page)
+
 
 __all__ = [
     "ARTIFACT_TYPES", "BadResponse", "ClientError", "DownloadCorrupt", "LocalFileError", "PlatformClient",

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import PlatformError
-from . import channels, packages, serve
+from . import access, channels, packages, serve
 from .common import add_global_options, resolve_globals
 from .output import Output
 
@@ -27,13 +27,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     serve.register(sub)
     channels.register(sub)
     packages.register(sub)
+    access.register(sub)
     return parser
 
 
 def build_parser(prog: str = "conda-platform") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Manage a conda-platform server: channels, package uploads, search and downloads.",
+        description="Manage a conda-platform server: channels, package uploads, search, downloads, users and tokens.",
         epilog="Run '%(prog)s COMMAND --help' for the options of one command.",
     )
     return configure_parser(parser)
@@ -46,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         return args.func(args, out) or 0
     except PlatformError as e:
+        if e.status == 401 and not args.token and not out.json_mode:  # say how to present one
+            e.message += " (no token was given: use --token, CONDA_PLATFORM_TOKEN or 'conda-platform login')"
         out.error(e)
         return EXIT_ERROR
     except KeyboardInterrupt:
