@@ -39,58 +39,72 @@ def _version_key(version: str) -> tuple[int, Version | str]:
 
 
 class _Section:
-    """One JSON object body (``"fn":{...},"fn":{...}``) written in pieces, old runs copied whole."""
+    """One JSON object body (``"fn":{...},"fn":{...}``) kept as a list of byte runs.
+
+    New bytes go to a spill file; unchanged spans of the previous render are only noted (adjacent
+    spans become one run). ``copy_into`` then copies every run once into the assembled file, so an
+    incremental render copies each unchanged byte once, kernel side.
+    """
 
     def __init__(self, path: Path, old_fd: int | None, old_base: int):
         self.path = path
         self.file = open(path, "wb+")  # noqa: SIM115 - closed in finish()
-        self.pos = 0
+        self.pos = 0  # length of the section so far
+        self.spilled = 0  # bytes in the spill file
         self.old_fd, self.old_base = old_fd, old_base
-        self._run: list[int] | None = None  # [old_start, old_end, new_start]
+        self.runs: list[list] = []  # [from_old_file, start, end] in the source file
+
+    def _write(self, data: bytes) -> None:
+        self.file.write(data)
+        start = self.spilled
+        self.spilled += len(data)
+        self.pos += len(data)
+        last = self.runs[-1] if self.runs else None
+        if last is not None and not last[0] and last[2] == start:
+            last[2] = self.spilled
+        else:
+            self.runs.append([False, start, self.spilled])
 
     def _comma(self) -> None:
         if self.pos:
-            self.file.write(b",")
-            self.pos += 1
+            self._write(b",")
 
     def add(self, chunk: bytes) -> tuple[int, int] | None:
         if not chunk:
             return None
-        self.flush_run()
         self._comma()
         start = self.pos
-        self.file.write(chunk)
-        self.pos += len(chunk)
+        self._write(chunk)
         return (start, self.pos)
 
     def keep(self, span: Sequence[int] | None) -> tuple[int, int] | None:
         """Keep an unchanged span of the previous render; adjacent spans become one copy."""
         if not span:
             return None
-        old_start, old_end = span
-        run = self._run
-        if run is None or old_start != run[1] + 1:
-            self.flush_run()
-            run = self._run = [old_start, old_end, self.pos + (1 if self.pos else 0)]
-        run[1] = old_end
-        new_start = run[2] + old_start - run[0]
-        return (new_start, new_start + old_end - old_start)
-
-    def flush_run(self) -> None:
-        if self._run is None:
-            return
-        old_start, old_end, _ = self._run
-        self._run = None
-        self._comma()
-        self.file.flush()
-        _copy_range(self.old_fd, self.file.fileno(), self.old_base + old_start, old_end - old_start)
-        self.pos += old_end - old_start
-        self.file.seek(self.pos)
+        src_start, src_end = self.old_base + span[0], self.old_base + span[1]
+        last = self.runs[-1] if self.runs else None
+        if last is not None and last[0] and last[2] + 1 == src_start:
+            last[2] = src_end  # the comma between the two spans comes along from the old file
+            self.pos += 1
+        else:
+            self._comma()
+            self.runs.append([True, src_start, src_end])
+        start = self.pos
+        self.pos += src_end - src_start
+        return (start, self.pos)
 
     def finish(self) -> None:
-        self.flush_run()
         self.file.flush()
-        self.file.close()
+
+    def copy_into(self, out) -> None:  # noqa: ANN001 - a binary file object
+        out.flush()
+        for from_old, start, end in self.runs:
+            _copy_range(self.old_fd if from_old else self.file.fileno(), out.fileno(), start, end - start)
+        out.seek(0, os.SEEK_END)
+
+    def close(self) -> None:
+        if not self.file.closed:
+            self.file.close()
 
 
 def _copy_range(src_fd: int | None, dst_fd: int, offset: int, count: int) -> None:
@@ -223,8 +237,6 @@ class SubdirRenderer:
         self._keep_old_until(None)
         for s in self.sections.values():
             s.finish()
-        for fd in self._old_files.values():
-            os.close(fd)
         info = orjson.dumps({"subdir": self.subdir})
         bases: dict[str, int] = {}
         for fname, (a, b) in (("repodata.json", SECTIONS[:2]), ("current_repodata.json", SECTIONS[2:])):
@@ -232,14 +244,18 @@ class SubdirRenderer:
             with open(self.tmp / fname, "wb") as out:
                 out.write(head)
                 bases[a] = len(head)
-                _append(out, self.sections[a].path)
+                self.sections[a].copy_into(out)
                 out.write(b'},"packages.conda":{')
                 bases[b] = out.tell()
-                _append(out, self.sections[b].path)
+                self.sections[b].copy_into(out)
                 out.write(b'},"removed":[],"repodata_version":1}')
-            self.sections[a].path.unlink()
-            self.sections[b].path.unlink()
+            for sec in (a, b):
+                self.sections[sec].close()
+                self.sections[sec].path.unlink()
             _compress(self.tmp / fname)
+        for fd in self._old_files.values():
+            os.close(fd)
+        self._old_files = {}
         index = {
             "version": 1,
             "info": {"subdir": self.subdir, "base_url": "", "shards_base_url": "./shards/"},
@@ -256,8 +272,7 @@ class SubdirRenderer:
 
     def abort(self) -> None:
         for s in self.sections.values():
-            if not s.file.closed:
-                s.file.close()
+            s.close()
         for fd in self._old_files.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -277,18 +292,6 @@ def _shard_record(rec: bytes) -> dict:
             with contextlib.suppress(ValueError):
                 d[key] = bytes.fromhex(value)
     return d
-
-
-def _append(out, path: Path) -> None:  # noqa: ANN001 - a binary file object
-    out.flush()
-    size = path.stat().st_size
-    if size:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _copy_range(fd, out.fileno(), 0, size)
-        finally:
-            os.close(fd)
-    out.seek(0, os.SEEK_END)
 
 
 def _compress(path: Path) -> None:
