@@ -23,10 +23,12 @@ import argparse
 import asyncio
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,18 @@ def start_server(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str,
     return proc, f"http://127.0.0.1:{port}", how
 
 
+def _admin_token(log_path: Path) -> str | None:
+    """The admin token a server prints on its first start, when it has access control."""
+    for _ in range(50):
+        found = re.search(r"\b(cpt_[A-Za-z0-9_\-]+)", log_path.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if "serving" in log_path.read_text(errors="replace"):
+            return None
+        time.sleep(0.1)
+    return None
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -113,6 +127,9 @@ def main() -> int:
         proc, base, how = start_server(work / "data", work / "server.log")
         print(f"platform server: {how} at {base}", flush=True)
         http = requests.Session()
+        token = _admin_token(work / "server.log")
+        if token:  # access control: the first start prints an admin token; the channel stays public
+            http.headers["Authorization"] = f"Bearer {token}"
         r = http.post(f"{base}/api/channels", json={"name": "bench"}, timeout=60)
         r.raise_for_status()
         package = build_package(work / "pkgs", args.size_mb)

@@ -4,7 +4,7 @@
 Records arrive grouped by package name. Each name's entries are written as one contiguous span per
 section, and the spans are kept in ``layout.msgpack``. The next generation then renders only the
 names that changed: every unchanged run of names is copied from the previous files with
-``copy_file_range`` (kernel side), so publishing one upload into a 500,000-record subdir costs a
+``sendfile`` (kernel side), so publishing one upload into a 500,000-record subdir costs a
 file copy and a zstd pass, not a re-serialisation. All of this is synchronous, CPU- and disk-bound
 work: callers run it in a worker thread.
 """
@@ -110,9 +110,11 @@ class _Section:
 def _copy_range(src_fd: int | None, dst_fd: int, offset: int, count: int) -> None:
     assert src_fd is not None
     while count:
-        n = os.copy_file_range(src_fd, dst_fd, min(count, _COPY), offset)
+        # sendfile, not copy_file_range: the same kernel-side copy, but copy_file_range is 6x
+        # slower on tmpfs (0.49 s against 0.08 s for 217 MB) and refuses to cross filesystems.
+        n = os.sendfile(dst_fd, src_fd, offset, min(count, _COPY))
         if n <= 0:
-            raise OSError("copy_file_range copied nothing")
+            raise OSError("sendfile copied nothing")
         offset += n
         count -= n
 
