@@ -502,3 +502,12 @@ def test_concurrent_uploads_and_deletes_all_published(api: Api, tmp_path: Path) 
     assert info["published_generation"] == info["generation"] == 1 + len(new) + 8
     for subdir in ("noarch", "linux-64"):
         check_subdir(api, "/api/repo/team", subdir, model)
+
+
+def test_current_repodata_keeps_every_spelling_of_the_newest_version(api: Api, tmp_path: Path) -> None:
+    """conda orders "3.0" and "3.0.0" as one version: both are the newest, whatever the process."""
+    api.post("/api/channels", 201, json={"name": "cur"})
+    api.upload("cur", *(build_conda_package(tmp_path, "libg", v, build=b) for v, b in
+                        (("2.9", "0"), ("3.0", "a"), ("3.0.0", "b"))))
+    current = api.get("/api/repo/cur/noarch/current_repodata.json").json()
+    assert sorted(current["packages.conda"]) == ["libg-3.0-a.conda", "libg-3.0.0-b.conda"]

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 #: above this share of a subdir's names changed, a full render is cheaper than splicing
 FULL_RENDER_SHARE = 0.25
+ANALYZE_AFTER = 10_000
 
 
 # Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
@@ -153,6 +154,11 @@ class Publisher:
                     renderer.skip(names)
                     await asyncio.to_thread(_feed_groups, renderer, groups)
             stats = await asyncio.to_thread(renderer.finish)
+            if full and self.db.is_sqlite and stats.records > ANALYZE_AFTER:
+                # SQLite plans without statistics otherwise, and picks the generation indexes for
+                # filename lookups: one ANALYZE after a big change keeps uploads on the right index.
+                async with self.db.write() as conn:
+                    await conn.exec_driver_sql("ANALYZE")
         except BaseException:
             renderer.abort()
             raise

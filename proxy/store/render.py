@@ -203,8 +203,9 @@ class SubdirRenderer:
         tar, conda = [], []
         for fn, rec, _ in rows:
             (conda if fn.endswith(".conda") else tar).append((fn, rec))
-        latest = max({v for _, _, v in rows}, key=_version_key)
-        cur = {fn for fn, _, v in rows if v == latest}
+        # "3.0" and "3.0.0" are one version: compare keys, so every spelling of the newest is current
+        latest = max(_version_key(v) for _, _, v in rows)
+        cur = {fn for fn, _, v in rows if _version_key(v) == latest}
         spans = [
             self.sections["packages"].add(_entries(tar)),
             self.sections["packages.conda"].add(_entries(conda)),
