@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.request
@@ -24,8 +25,12 @@ if not EXE.exists():
     EXE = Path(shutil.which("conda-platform") or EXE)
 
 
+_NO_LOGIN = tempfile.mkdtemp(prefix="no-login-")
+
+
 def _env(url: str | None, token: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONDA_PLATFORM_")}
+    env["CONDA_PLATFORM_CONFIG_DIR"] = _NO_LOGIN  # never a developer's stored login
     if url:
         env["CONDA_PLATFORM_URL"] = url
     if token:
