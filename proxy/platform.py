@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 
-from conda_platform_plugin.errors import InvalidPackage
+from conda_platform_plugin.errors import InvalidPackage, NotFound
 from conda_platform_plugin.formats import CondaPackage, conda_record, read_conda_package
 from conda_platform_plugin.names import check_subdir
 
@@ -64,8 +64,9 @@ class Platform:
 
     async def admin_token(self, description: str) -> str:
         """A new token for the built-in admin (created when missing): the server-host bootstrap."""
-        users = {u["name"] for u in await self.identities.list_users()}
-        if "admin" not in users:
+        try:
+            await self.identities.user("admin")
+        except NotFound:
             await self.identities.create_user("admin", admin=True)
         secret, _ = await self.identities.create_token("admin", description=description)
         return secret

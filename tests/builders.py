@@ -21,6 +21,13 @@ from conda_package_handling import api as cph_api
 
 #: the checkout's sibling ``shared/data`` with real public archives and repodata
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: the real package archives of shared/data that tests upload and read
+ZLIB_DIR = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64"
+ZLIB_CONDA = ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.conda"
+ZLIB_TAR = ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.tar.bz2"
+MOCK = SHARED_DATA / "packages" / "mock-2.0.0-py37_1000.conda"
+XTENSOR = SHARED_DATA / "packages" / "xtensor-io-0.10.3-hb585cf6_0.tar.bz2"
+MOTO = SHARED_DATA / "channels" / "legacy_repodata" / "noarch" / "moto-1.3.7-py_0.tar.bz2"
 
 #: fixed mtime (2021-01-01) so archive contents do not depend on when a test ran
 FIXED_MTIME = 1609459200

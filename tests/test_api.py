@@ -8,19 +8,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from builders import ZLIB_CONDA, ZLIB_TAR, build_conda_package
+from conftest import Api, channel_api
 from openapi_spec_validator import validate
 
 from proxy.api.routing import routes
-
-try:
-    from builders import SHARED_DATA, build_conda_package
-    from conftest import Api, channel_api
-except ImportError:  # tests/ imported as a package
-    from tests.builders import SHARED_DATA, build_conda_package
-    from tests.conftest import Api, channel_api
-
-ZLIB_CONDA = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64" / "zlib-1.2.11-h7b6447c_3.conda"
-ZLIB_TAR = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64" / "zlib-1.2.11-h7b6447c_3.tar.bz2"
 
 
 def create(api: Api, name: str) -> None:

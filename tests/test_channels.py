@@ -5,13 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-try:
-    from builders import build_conda_package
-    from conftest import Api
-except ImportError:  # tests/ imported as a package
-    from tests.builders import build_conda_package
-    from tests.conftest import Api
+from builders import build_conda_package
+from conftest import Api
 
 
 def assert_envelope(r, status: int, code: str | None = None) -> dict:  # noqa: ANN001 - a Response

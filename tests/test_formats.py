@@ -9,30 +9,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from builders import (
+    SHARED_DATA,
+    ZLIB_DIR,
+    build_bad_archives,
+    build_conda_package,
+    build_hand_made_tar_bz2,
+    copy_as,
+    tar_member,
+)
 
 from conda_platform_plugin.errors import InvalidPackage, TooLarge
 from conda_platform_plugin.formats import CondaPackage, conda_record, read_conda_package
 
-try:
-    from builders import (
-        SHARED_DATA,
-        build_bad_archives,
-        build_conda_package,
-        build_hand_made_tar_bz2,
-        copy_as,
-        tar_member,
-    )
-except ImportError:  # tests/ imported as a package
-    from tests.builders import (
-        SHARED_DATA,
-        build_bad_archives,
-        build_conda_package,
-        build_hand_made_tar_bz2,
-        copy_as,
-        tar_member,
-    )
-
-ZLIB_DIR = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64"
 REAL_ARCHIVES = [
     ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.conda",
     ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.tar.bz2",

@@ -14,19 +14,9 @@ import msgpack
 import pytest
 import requests
 import zstandard
+from builders import MOTO, XTENSOR, ZLIB_CONDA, ZLIB_DIR, ZLIB_TAR, build_conda_package
+from conftest import Api
 
-try:
-    from builders import SHARED_DATA, build_conda_package
-    from conftest import Api
-except ImportError:  # tests/ imported as a package
-    from tests.builders import SHARED_DATA, build_conda_package
-    from tests.conftest import Api
-
-ZLIB_DIR = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64"
-ZLIB_CONDA = ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.conda"
-ZLIB_TAR = ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.tar.bz2"
-XTENSOR = SHARED_DATA / "packages" / "xtensor-io-0.10.3-hb585cf6_0.tar.bz2"
-MOTO = SHARED_DATA / "channels" / "legacy_repodata" / "noarch" / "moto-1.3.7-py_0.tar.bz2"
 SECTIONS = ("packages", "packages.conda")
 
 

@@ -13,22 +13,14 @@ import pytest
 import sqlalchemy as sa
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
+from builders import MOTO, ZLIB_CONDA, build_conda_package
+from conftest import Api, Server, channel_api
 
 from conda_platform_plugin.errors import InvalidPackage, TooLarge
 from conda_platform_plugin.formats import conda_record, read_conda_package
 from proxy.store.blobs import BlobStore
 from proxy.store.db import MIGRATIONS
 from proxy.store.files import NewFile
-
-try:
-    from builders import SHARED_DATA, build_conda_package
-    from conftest import Api, Server, channel_api
-except ImportError:  # tests/ imported as a package
-    from tests.builders import SHARED_DATA, build_conda_package
-    from tests.conftest import Api, Server, channel_api
-
-ZLIB_CONDA = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64" / "zlib-1.2.11-h7b6447c_3.conda"
-MOTO = SHARED_DATA / "channels" / "legacy_repodata" / "noarch" / "moto-1.3.7-py_0.tar.bz2"
 
 
 @pytest.fixture

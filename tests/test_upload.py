@@ -13,20 +13,18 @@ from pathlib import Path
 import pytest
 import requests
 import zstandard
+from builders import (
+    MOCK,
+    MOTO,
+    XTENSOR,
+    ZLIB_CONDA,
+    ZLIB_DIR,
+    ZLIB_TAR,
+    build_bad_archives,
+    build_conda_package,
+)
+from conftest import Api, Server, channel_api
 
-try:
-    from builders import SHARED_DATA, build_bad_archives, build_conda_package
-    from conftest import Api, Server, channel_api
-except ImportError:  # tests/ imported as a package
-    from tests.builders import SHARED_DATA, build_bad_archives, build_conda_package
-    from tests.conftest import Api, Server, channel_api
-
-ZLIB_DIR = SHARED_DATA / "channels" / "conda_format_repo" / "linux-64"
-ZLIB_CONDA = ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.conda"
-ZLIB_TAR = ZLIB_DIR / "zlib-1.2.11-h7b6447c_3.tar.bz2"
-MOCK = SHARED_DATA / "packages" / "mock-2.0.0-py37_1000.conda"
-XTENSOR = SHARED_DATA / "packages" / "xtensor-io-0.10.3-hb585cf6_0.tar.bz2"
-MOTO = SHARED_DATA / "channels" / "legacy_repodata" / "noarch" / "moto-1.3.7-py_0.tar.bz2"
 REAL = [ZLIB_CONDA, ZLIB_TAR, MOCK, XTENSOR, MOTO]
 
 

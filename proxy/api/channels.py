@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from conda_platform_plugin.errors import BadRequest
 
 from ..store.channels import Channel
+from ..store.times import iso_time
 from .routing import (
     auth_of,
     channel_path,
@@ -34,8 +33,8 @@ def channel_json(ch: Channel, subchannels: list[str] | None = None) -> dict:
         "frozen": ch.frozen,
         "generation": ch.head_gen,
         "published_generation": ch.published_gen,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ch.created_at)),
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ch.updated_at)),
+        "created_at": iso_time(ch.created_at),
+        "updated_at": iso_time(ch.updated_at),
         "url": f"/api/repo/{ch.name}",
     }
     if subchannels is not None:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from conda_platform_plugin.access import GLOBAL_ATTRIBUTES, Identity
+from conda_platform_plugin.access import ANONYMOUS, GLOBAL_ATTRIBUTES, Identity
 from conda_platform_plugin.errors import BadRequest, PlatformError, TooLarge
 
 from ..auth import Auth
@@ -80,7 +80,7 @@ def _guard(route: Route) -> Handler:
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         auth = auth_of(request)
-        identity = ANONYMOUS_CALLER
+        identity = ANONYMOUS
         status = 500
         try:
             identity = request[IDENTITY] = await auth.identify(request, query_token=route.query_token)
@@ -106,7 +106,6 @@ def _guard(route: Route) -> Handler:
 routes = RouteTable()
 PLATFORM = web.AppKey("platform", Platform)
 AUTH = web.AppKey("auth", Auth)
-ANONYMOUS_CALLER = Identity("anonymous")
 IDENTITY = web.RequestKey("identity", Identity)
 
 
@@ -119,7 +118,7 @@ def auth_of(request: web.Request) -> Auth:
 
 
 def identity_of(request: web.Request) -> Identity:
-    return request.get(IDENTITY, ANONYMOUS_CALLER)
+    return request.get(IDENTITY, ANONYMOUS)
 
 
 def channel_path(request: web.Request) -> str:

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 import sqlalchemy as sa
 
 from conda_platform_plugin.errors import BadRequest, NotFound
+from conda_platform_plugin.versions import version_key
 
 from .channels import Channel
 from .db import Database
-from .render import _version_key
+from .publish import CURRENT
 from .tables import channels, files
+from .times import iso_time
 
 ARTIFACT_TYPES = ("conda",)
-_CURRENT = files.c.removed_gen.is_(None)
 
 
 def check_type(type_: str) -> str:
@@ -39,16 +38,16 @@ class ArtifactStore:
             rows = (
                 await conn.execute(
                     sa.select(*cols).where(files.c.channel_id == channel.id, files.c.type == check_type(type_),
-                                           files.c.name == name, _CURRENT)
+                                           files.c.name == name, CURRENT)
                 )
             ).all()
         if not rows:
             raise NotFound(f"artifact {type_}/{name} not found in channel {channel.name!r}",
                            detail={"channel": channel.name, "type": type_, "name": name})
-        return sorted(rows, key=lambda r: (_version_key(r.version), r.uploaded_at, r.filename), reverse=True)
+        return sorted(rows, key=lambda r: (version_key(r.version), r.uploaded_at, r.filename), reverse=True)
 
     async def list(self, channel: Channel, *, page: int, per_page: int) -> tuple[list[dict], int]:
-        cond = (files.c.channel_id == channel.id) & _CURRENT
+        cond = (files.c.channel_id == channel.id) & CURRENT
         async with self.db.read() as conn:
             total = (
                 await conn.execute(
@@ -67,7 +66,7 @@ class ArtifactStore:
             ).all()
             newest = await newest_versions(conn, [(channel.name, r.type, r.name) for r in rows])
         return [{"type": r.type, "name": r.name, "file_count": r.files, **newest[(channel.name, r.type, r.name)],
-                 "last_upload": _iso(r.last_upload)} for r in rows], total
+                 "last_upload": iso_time(r.last_upload)} for r in rows], total
 
 
 async def newest_versions(conn, keys: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], dict]:  # noqa: ANN001
@@ -80,26 +79,22 @@ async def newest_versions(conn, keys: list[tuple[str, str, str]]) -> dict[tuple[
             sa.select(channels.c.name.label("channel"), files.c.type, files.c.name, files.c.version,
                       files.c.summary, files.c.license, files.c.uploaded_at)
             .select_from(files.join(channels, channels.c.id == files.c.channel_id))
-            .where(_CURRENT, sa.tuple_(channels.c.name, files.c.type, files.c.name).in_(keys))
+            .where(CURRENT, sa.tuple_(channels.c.name, files.c.type, files.c.name).in_(keys))
         )
     ).all()
     best: dict[tuple[str, str, str], sa.Row] = {}
     for r in rows:
         key = (r.channel, r.type, r.name)
-        if key not in best or (_version_key(r.version), r.uploaded_at) > (_version_key(best[key].version),
+        if key not in best or (version_key(r.version), r.uploaded_at) > (version_key(best[key].version),
                                                                           best[key].uploaded_at):
             best[key] = r
     return {k: {"latest_version": r.version, "summary": r.summary, "license": r.license} for k, r in best.items()}
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def artifact_json(channel: Channel, rows: list[sa.Row]) -> dict:
     newest = rows[0]
     about = orjson.loads(newest.about) if newest.about else {}
-    versions = sorted({r.version for r in rows}, key=_version_key, reverse=True)
+    versions = sorted({r.version for r in rows}, key=version_key, reverse=True)
     return {
         "channel": channel.name,
         "type": newest.type,
@@ -114,7 +109,7 @@ def artifact_json(channel: Channel, rows: list[sa.Row]) -> dict:
         "doc_url": about.get("doc_url"),
         "subdirs": sorted({r.subdir for r in rows}),
         "file_count": len(rows),
-        "last_upload": _iso(max(r.uploaded_at for r in rows)),
+        "last_upload": iso_time(max(r.uploaded_at for r in rows)),
     }
 
 

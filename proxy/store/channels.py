@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conda_platform_plugin.access import Identity
-from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
+from conda_platform_plugin.errors import Conflict, NotFound
 from conda_platform_plugin.names import parse_channel_path
 
 from .db import Database
@@ -168,7 +168,3 @@ def readable_condition(identity: Identity) -> sa.ColumnElement[bool]:
             cond |= (channels.c.name == name) | channels.c.name.startswith(name + "/", autoescape=True)
     return cond
 
-
-def check_page(page: int, per_page: int) -> None:
-    if page < 1 or not 1 <= per_page <= 1000:
-        raise BadRequest("page must be >= 1 and per_page between 1 and 1000")

@@ -14,8 +14,9 @@ from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 
 from .channels import Channel, ChannelStore
 from .db import Database
-from .publish import visible_at
+from .publish import CURRENT, visible_at
 from .tables import files
+from .times import iso_time
 
 FILE_COLUMNS = [c for c in files.c if c.name not in ("contents",)]
 
@@ -44,9 +45,6 @@ def file_key(key: str) -> tuple[str, str]:
     if not sep or not subdir or not filename or "/" in filename:
         raise BadRequest(f"invalid file reference {key!r}: use SUBDIR/FILENAME")
     return subdir, filename
-
-
-_CURRENT = files.c.removed_gen.is_(None)
 
 
 class FileStore:
@@ -90,7 +88,7 @@ class FileStore:
         for i in range(0, len(names), 500):
             rows = await conn.execute(
                 sa.select(files.c.subdir, files.c.filename, files.c.sha256).where(
-                    files.c.channel_id == channel_id, files.c.filename.in_(names[i : i + 500]), _CURRENT
+                    files.c.channel_id == channel_id, files.c.filename.in_(names[i : i + 500]), CURRENT
                 )
             )
             existing.update({(r[0], r[1]): r[2] for r in rows})
@@ -124,7 +122,7 @@ class FileStore:
             ids = (
                 await conn.execute(
                     sa.select(files.c.id).where(
-                        files.c.channel_id == channel.id, files.c.type == type_, files.c.name == name, _CURRENT
+                        files.c.channel_id == channel.id, files.c.type == type_, files.c.name == name, CURRENT
                     )
                 )
             ).scalars().all()
@@ -169,7 +167,7 @@ class FileStore:
             chunk = keys[i : i + 500]
             rows = await conn.execute(
                 sa.select(files.c.id, files.c.subdir, files.c.filename).where(
-                    files.c.channel_id == channel.id, files.c.filename.in_([k[1] for k in chunk]), _CURRENT
+                    files.c.channel_id == channel.id, files.c.filename.in_([k[1] for k in chunk]), CURRENT
                 )
             )
             found.update({(r[1], r[2]): r[0] for r in rows})
@@ -194,7 +192,7 @@ class FileStore:
                 await conn.execute(
                     sa.select(*cols).where(
                         files.c.channel_id == channel.id, files.c.subdir == subdir, files.c.filename == filename,
-                        _CURRENT,
+                        CURRENT,
                     )
                 )
             ).first()
@@ -217,7 +215,7 @@ class FileStore:
     async def list(self, channel: Channel, *, name: str | None = None, type_: str | None = None,
                    subdir: str | None = None, version: str | None = None, page: int = 1,
                    per_page: int = 50) -> tuple[list[sa.Row], int]:
-        cond = (files.c.channel_id == channel.id) & _CURRENT
+        cond = (files.c.channel_id == channel.id) & CURRENT
         for col, value in ((files.c.name, name), (files.c.type, type_), (files.c.subdir, subdir),
                            (files.c.version, version)):
             if value:
@@ -249,12 +247,8 @@ def file_json(channel: Channel, row: sa.Row) -> dict:
         "size": m["size"],
         "license": m["license"],
         "summary": m["summary"],
-        "uploaded_at": _iso(m["uploaded_at"]),
+        "uploaded_at": iso_time(m["uploaded_at"]),
         "generation": m["added_gen"],
         "record": orjson.loads(m["record"]),
         "download_url": f"/api/repo/{channel.name}/{m['subdir']}/{m['filename']}",
     }
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -16,6 +16,7 @@ from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 
 from .db import Database
 from .tables import audit, channels, grants, tokens, users
+from .times import iso_time
 
 TOKEN_PREFIX = "cpt_"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789._-@")
@@ -198,18 +199,14 @@ class IdentityStore:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(audit).where(cond))).scalar_one()
             rows = (await conn.execute(sa.select(audit).where(cond).order_by(audit.c.id.desc())
                                        .limit(per_page).offset((page - 1) * per_page))).all()
-        return [{"at": _iso(r.at), "actor": r.actor, "action": r.action, "target": r.target, "status": r.status,
+        return [{"at": iso_time(r.at), "actor": r.actor, "action": r.action, "target": r.target, "status": r.status,
                  "outcome": "ok" if r.status < 400 else "failed", "client": r.client} for r in rows], total
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _token_json(row: sa.Row, now: float) -> dict:
     state = "revoked" if row.revoked_at else "expired" if row.expires_at and row.expires_at <= now else "active"
     return {"id": row.id, "user": row.user, "description": row.description,
             "scopes": None if row.scopes is None else orjson.loads(row.scopes),
-            "created_at": _iso(row.created_at), "expires_at": _iso(row.expires_at),
-            "last_used_at": _iso(row.last_used_at), "revoked_at": _iso(row.revoked_at), "state": state}
+            "created_at": iso_time(row.created_at), "expires_at": iso_time(row.expires_at),
+            "last_used_at": iso_time(row.last_used_at), "revoked_at": iso_time(row.revoked_at), "state": state}
 

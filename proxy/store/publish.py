@@ -12,8 +12,10 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 
+from conda_platform_plugin.versions import version_key
+
 from .db import Database
-from .render import Previous, SubdirRenderer, _version_key, render_empty
+from .render import Previous, SubdirRenderer, render_empty
 from .tables import channels, files, renders
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,10 @@ ANALYZE_AFTER = 10_000
 # render queries make those columns (and channel_id, in the channeldata query, which has no subdir)
 # unindexable with "+ 0" (the same rows, on every database), so the name indexes are used. With 500,000 records in 37,000 names, the channeldata queries of a full
 # render went from 15 s to 0.1 s, the row query of an incremental render from 0.2 to 0.01 s.
+
+
+#: a file in the channel's current (head) contents
+CURRENT = files.c.removed_gen.is_(None)
 
 
 def visible_at(gen: int) -> sa.ColumnElement[bool]:
@@ -204,7 +210,7 @@ class Publisher:
 def _channeldata_entry(rows: list) -> dict | None:
     if not rows:
         return None
-    newest = max(rows, key=lambda r: (_version_key(r.version), r.uploaded_at))
+    newest = max(rows, key=lambda r: (version_key(r.version), r.uploaded_at))
     about = orjson.loads(newest.about) if newest.about else {}
     record = orjson.loads(newest.record)
     entry = {

@@ -23,19 +23,13 @@ from pathlib import Path
 import msgpack
 import orjson
 import zstandard
-from rattler import Version
+
+from conda_platform_plugin.versions import version_key
 
 LAYOUT = "layout.msgpack"
 SECTIONS = ("packages", "packages.conda", "current.packages", "current.packages.conda")
 ZSTD_LEVEL = 3
 _COPY = 1 << 30
-
-
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except Exception:  # an unparsable version sorts below every real one
-        return (0, version)
 
 
 class _Section:
@@ -204,8 +198,8 @@ class SubdirRenderer:
         for fn, rec, _ in rows:
             (conda if fn.endswith(".conda") else tar).append((fn, rec))
         # "3.0" and "3.0.0" are one version: compare keys, so every spelling of the newest is current
-        latest = max(_version_key(v) for _, _, v in rows)
-        cur = {fn for fn, _, v in rows if _version_key(v) == latest}
+        latest = max(version_key(v) for _, _, v in rows)
+        cur = {fn for fn, _, v in rows if version_key(v) == latest}
         spans = [
             self.sections["packages"].add(_entries(tar)),
             self.sections["packages.conda"].add(_entries(conda)),
