@@ -16,6 +16,9 @@ class Config:
     max_upload_bytes: int = 2 << 30
     max_files_per_upload: int = 200
     serving_ttl: float = 2.0
+    #: upstream fetches (mirror runs, on-demand downloads): connect and between-bytes timeouts
+    upstream_connect_timeout: float = 10.0
+    upstream_read_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -31,3 +34,8 @@ class Config:
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Upstream metadata cache (diskcache) and in-flight downloads."""
+        return self.data_dir / "cache"

@@ -19,6 +19,7 @@ from conda_platform_plugin.formats import CondaPackage, conda_record, read_conda
 from conda_platform_plugin.names import check_subdir
 
 from .config import Config
+from .mirror.http import Upstream
 from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
@@ -49,6 +50,8 @@ class Platform:
         self.publisher = Publisher(db, config.index_dir)
         self.serving = ServingIndex(db, ttl=config.serving_ttl)
         self.identities = IdentityStore(db)
+        self.upstream = Upstream(connect_timeout=config.upstream_connect_timeout,
+                                 read_timeout=config.upstream_read_timeout)
         #: the admin token made on first start with an empty database (shown once, never stored)
         self.bootstrap_token: str | None = None
         self.publisher.listeners.append(lambda _cid: self.serving.invalidate())
@@ -72,6 +75,7 @@ class Platform:
         return secret
 
     async def close(self) -> None:
+        await self.upstream.close()
         await self.db.close()
 
     async def recover(self) -> None:

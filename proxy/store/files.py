@@ -37,6 +37,9 @@ class NewFile:
     contents: bytes | None = None
     license: str = ""
     summary: str = ""
+    #: mirrored files: the mirror that brought them, and the upstream URL of their bytes
+    mirror_id: int | None = None
+    source_url: str | None = None
 
 
 def file_key(key: str) -> tuple[str, str]:
@@ -205,7 +208,7 @@ class FileStore:
         async with self.db.read() as conn:
             return (
                 await conn.execute(
-                    sa.select(files.c.sha256, files.c.size, files.c.md5, files.c.type).where(
+                    sa.select(files.c.sha256, files.c.size, files.c.md5, files.c.type, files.c.source_url).where(
                         files.c.channel_id == channel_id, files.c.filename == filename, files.c.subdir == subdir,
                         visible_at(gen),
                     )

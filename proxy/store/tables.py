@@ -56,12 +56,16 @@ files = sa.Table(
     sa.Column("uploaded_at", sa.Float, nullable=False),
     sa.Column("added_gen", sa.Integer, nullable=False),
     sa.Column("removed_gen", sa.Integer, nullable=True),
+    # mirrored files: the mirror that brought them and where their bytes are fetched from
+    sa.Column("mirror_id", sa.Integer, nullable=True),
+    sa.Column("source_url", sa.Text, nullable=True),
 )
 sa.Index("ix_files_render", files.c.channel_id, files.c.subdir, files.c.name, files.c.filename)
 sa.Index("ix_files_lookup", files.c.channel_id, files.c.filename)
 sa.Index("ix_files_added", files.c.channel_id, files.c.added_gen)
 sa.Index("ix_files_removed", files.c.channel_id, files.c.removed_gen)
 sa.Index("ix_files_name", files.c.name)
+sa.Index("ix_files_mirror", files.c.mirror_id)
 
 renders = sa.Table(
     "renders",
@@ -120,3 +124,62 @@ audit = sa.Table(
     sa.Column("client", sa.String(64), nullable=False, server_default=""),
 )
 sa.Index("ix_audit_at", audit.c.at)
+
+mirrors = sa.Table(
+    "mirrors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("channel_id", sa.Integer, sa.ForeignKey("channels.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("type", sa.String(16), nullable=False, server_default="conda"),
+    # "passive" (records; bytes on first request) or "active" (records and bytes up front)
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("source_url", sa.Text, nullable=False),
+    # JSON list of subdirs; null: all that the source has
+    sa.Column("subdirs", sa.Text, nullable=True),
+    # 5-field cron expression, UTC
+    sa.Column("cron", sa.String(100), nullable=False),
+    # blob downloads at once in active mode
+    sa.Column("concurrency", sa.Integer, nullable=False, server_default="4"),
+    # the next scheduled run (epoch seconds), kept so the schedule survives a restart
+    sa.Column("next_run_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("channel_id", "name", name="uq_mirrors_channel_name"),
+)
+
+mirror_runs = sa.Table(
+    "mirror_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"), nullable=False),
+    # queued, running, stopping, stopped, completed, failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("step", sa.String(64), nullable=False, server_default=""),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    # manual, schedule, create
+    sa.Column("trigger", sa.String(16), nullable=False, server_default="manual"),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    # JSON: records seen/published/filtered, per-reason counts, files and bytes done/total
+    sa.Column("figures", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("generation", sa.Integer, nullable=True),
+    # the process running it (host:pid:boot), so a crashed run is recognised at start-up
+    sa.Column("owner", sa.String(100), nullable=False, server_default=""),
+    sa.Column("heartbeat_at", sa.Float, nullable=True),
+)
+sa.Index("ix_mirror_runs_mirror", mirror_runs.c.mirror_id, mirror_runs.c.id)
+
+mirror_filtered = sa.Table(
+    "mirror_filtered",
+    metadata,
+    # the records of the mirror's last run that its policy left out, and why
+    sa.Column("mirror_id", sa.Integer, sa.ForeignKey("mirrors.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("subdir", sa.String(32), primary_key=True),
+    sa.Column("filename", sa.String(400), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(100), nullable=False, server_default=""),
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+)

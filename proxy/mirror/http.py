@@ -1,0 +1,86 @@
+"""The one HTTP fetcher for upstream sources: timeouts, size limits, tokens kept out of messages.
+
+Every byte the platform takes from an upstream (indexes in mirror runs, package files in active
+runs and on-demand fetches) goes through :class:`Upstream`, so that every failure surfaces as the
+same two errors: :class:`UpstreamError` (502) and :class:`UpstreamTimeout` (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from conda_platform_plugin.errors import UpstreamError, UpstreamTimeout
+
+_TOKEN_SEGMENT = re.compile(r"/t/[^/]+/")
+_USERINFO = re.compile(r"//[^/@]+@")
+
+
+def redact(url: str) -> str:
+    """The URL as it may be shown: ``/t/<token>/`` segments and user:password removed."""
+    return _USERINFO.sub("//***@", _TOKEN_SEGMENT.sub("/t/***/", url))
+
+
+class UpstreamNotFound(UpstreamError):
+    """The upstream answered 404 (a subdir it does not have, a file it no longer serves)."""
+
+
+class Upstream:
+    """A shared aiohttp session with the platform's timeouts; opened lazily on the running loop."""
+
+    def __init__(self, *, connect_timeout: float = 10.0, read_timeout: float = 30.0, user_agent: str = "conda-platform"):
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, sock_read=self.read_timeout)
+            self._session = aiohttp.ClientSession(
+                timeout=timeout,
+                headers={"User-Agent": self.user_agent},
+                auto_decompress=False,  # bytes are verified exactly as the upstream sent them
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @asynccontextmanager
+    async def get(self, url: str, headers: dict[str, str] | None = None,
+                  ok: tuple[int, ...] = (200,)) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url``; a status outside ``ok`` and any network failure, also while the caller reads
+        the body inside the ``async with``, become an upstream error."""
+        shown = redact(url)
+        try:
+            async with self.session().get(url, headers=headers or {}, allow_redirects=True) as resp:
+                if resp.status not in ok:
+                    if resp.status == 404:
+                        raise UpstreamNotFound(f"upstream has no {shown} (404)", detail={"url": shown, "status": 404})
+                    raise UpstreamError(f"upstream answered {resp.status} for {shown}",
+                                        detail={"url": shown, "status": resp.status})
+                yield resp
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as e:
+            raise UpstreamTimeout(f"upstream timed out for {shown}", detail={"url": shown}) from e
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"upstream failed for {shown}: {e.__class__.__name__}: {redact(str(e))}",
+                                detail={"url": shown}) from e
+
+    async def read(self, url: str, *, limit: int, headers: dict[str, str] | None = None,
+                   ok: tuple[int, ...] = (200,)) -> tuple[int, dict[str, str], bytes]:
+        """The whole body (at most ``limit`` bytes) with the status and headers."""
+        async with self.get(url, headers, ok) as resp:
+            chunks, total = [], 0
+            async for chunk in resp.content.iter_chunked(1 << 20):  # network errors: see get()
+                total += len(chunk)
+                if total > limit:
+                    raise UpstreamError(f"upstream body of {redact(url)} is over the limit of {limit} bytes")
+                chunks.append(chunk)
+            return resp.status, dict(resp.headers), b"".join(chunks)
