@@ -19,6 +19,7 @@ from conda_platform_plugin.formats import CondaPackage, conda_record, read_conda
 from conda_platform_plugin.names import check_subdir
 
 from .config import Config
+from .mirror.fetch import Fetcher
 from .mirror.http import Upstream
 from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
@@ -52,6 +53,8 @@ class Platform:
         self.identities = IdentityStore(db)
         self.upstream = Upstream(connect_timeout=config.upstream_connect_timeout,
                                  read_timeout=config.upstream_read_timeout)
+        #: on-demand and active downloads of blobs from their upstream URLs (one per sha256)
+        self.fetcher = Fetcher(self.blobs, self.upstream, config.cache_dir / "inflight")
         #: the admin token made on first start with an empty database (shown once, never stored)
         self.bootstrap_token: str | None = None
         self.publisher.listeners.append(lambda _cid: self.serving.invalidate())
@@ -75,6 +78,7 @@ class Platform:
         return secret
 
     async def close(self) -> None:
+        await self.fetcher.close()
         await self.upstream.close()
         await self.db.close()
 

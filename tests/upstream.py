@@ -27,7 +27,8 @@ class Fault:
     ``chunk_delay`` s between chunks), ``hold`` (send nothing until ``release()``), ``reset``
     (send the headers and ``after`` bytes, then drop the connection), ``wrong`` (flip a byte of
     the body, same length), ``truncate`` (a consistent but short body of ``after`` bytes).
-    ``times``: how many requests it applies to (None: all).
+    ``times``: how many requests it applies to (None: all). ``wait``: any kind also waits for
+    ``release()`` first (e.g. a bad body that several clients must be waiting for).
     """
 
     pattern: str
@@ -37,6 +38,7 @@ class Fault:
     chunk_delay: float = 0.0
     after: int = 0
     times: int | None = None
+    wait: bool = False
     gate: threading.Event = field(default_factory=threading.Event)
 
     def release(self) -> None:
@@ -114,7 +116,7 @@ class UpstreamChannel:
             return web.Response(status=fault.status, text=f"injected {fault.status}")
         if fault is not None and fault.kind == "slow" and fault.delay:
             await asyncio.sleep(fault.delay)
-        if fault is not None and fault.kind == "hold":
+        if fault is not None and (fault.kind == "hold" or fault.wait):
             while not fault.gate.is_set():
                 await asyncio.sleep(0.01)
         target = (self.root / rel).resolve()

@@ -26,6 +26,7 @@ INDEX_FILES = {
 INDEX_CACHE = "public, max-age=30"
 IMMUTABLE = "public, max-age=31536000, immutable"
 PACKAGE_CACHE = "public, max-age=3600"
+PACKAGE_HEADERS = {"Content-Type": "application/octet-stream", "Cache-Control": PACKAGE_CACHE}
 
 
 def split_repo_path(tail: str) -> tuple[str, list[str]]:
@@ -62,7 +63,7 @@ async def repo(request: web.Request) -> web.StreamResponse:
         path = platform.publisher.channeldata_path(served.id, served.gen)
         return _file(path, "application/json", INDEX_CACHE)
     if len(rest) == 2 and rest[0] in KNOWN_SUBDIRS:
-        return await _subdir_file(platform, served, rest[0], rest[1])
+        return await _subdir_file(request, platform, served, rest[0], rest[1])
     if len(rest) == 3 and rest[0] in KNOWN_SUBDIRS and rest[1] == "shards":
         gen = served.subdirs.get(rest[0])
         name = rest[2]
@@ -73,7 +74,8 @@ async def repo(request: web.Request) -> web.StreamResponse:
     raise _not_served("/".join(rest) or "the channel root")
 
 
-async def _subdir_file(platform: Platform, served: Served, subdir: str, name: str) -> web.StreamResponse:
+async def _subdir_file(request: web.Request, platform: Platform, served: Served, subdir: str,
+                       name: str) -> web.StreamResponse:
     if name in INDEX_FILES:
         gen = served.subdirs.get(subdir)
         if gen is None:
@@ -88,6 +90,8 @@ async def _subdir_file(platform: Platform, served: Served, subdir: str, name: st
         raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
     path = platform.blobs.path(row.sha256)
     if not path.is_file():
+        if row.source_url:  # a passive mirror's file: fetched once from upstream, streamed as it lands
+            return await platform.fetcher.respond(request, row, PACKAGE_HEADERS)
         raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
     return _file(path, "application/octet-stream", PACKAGE_CACHE)
 

@@ -53,6 +53,10 @@ class HashingWriter:
         self._md5.update(chunk)
         self._file.write(chunk)
 
+    def flush(self) -> None:
+        """Hand the bytes written so far to the OS, for readers that tail the temp file."""
+        self._file.flush()
+
     def finish(self) -> TempBlob:
         self._file.flush()
         os.fsync(self._file.fileno())

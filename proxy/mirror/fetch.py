@@ -1,0 +1,398 @@
+"""On-demand fetch of package bytes from their upstream (DESIGN.md §6 "On-demand fetch").
+
+A file of a passive mirror has a row (with its upstream URL, size and sha256) but no blob. The
+first request for it starts one download, however many clients ask at once:
+
+- in this process, every caller joins the same :class:`Download`;
+- across server processes on one data dir, an ``flock`` on ``<inflight>/<sha256>.lock`` elects
+  one leader, which writes the name of its part file into the lock file so that the other
+  processes can tail that file instead of downloading again.
+
+The leader streams the upstream body into a part file while hashing it (the blob store's
+:class:`HashingWriter`), verifies size and sha256 against the record and commits the blob
+atomically. Clients get the bytes as they land, except the last ``HOLD_BACK`` bytes, which go out
+only once the body is verified: a bad upstream body is never stored and never completes a client
+download (the connection is cut short instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import hashlib
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+from aiohttp import web
+
+from conda_platform_plugin.errors import PlatformError, TooLarge, UpstreamError, UpstreamTimeout
+
+from ..store.blobs import BlobStore, HashingWriter
+from .http import Upstream, redact
+
+log = logging.getLogger(__name__)
+
+#: bytes kept from clients until the body is verified (a client never sees a complete wrong file)
+HOLD_BACK = 64 * 1024
+READ_CHUNK = 1 << 20
+#: how often a process that follows another process's download looks at its part file
+POLL = 0.02
+_NO_LIMIT = 1 << 42
+_PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class Download:
+    """One download in this process: its part file and how far the leader got."""
+
+    def __init__(self, sha256: str, size: int | None, url: str, part: Path, fd: int):
+        self.sha256 = sha256
+        self.size = size
+        self.url = url
+        self.part = part
+        #: a read-only descriptor of the part file: the same inode stays readable after the commit
+        #: renames it into the blob store (readers take a dup() of it while the download runs)
+        self.fd = fd
+        self.written = 0
+        self.done = False
+        self.error: PlatformError | None = None
+        self.task: asyncio.Task | None = None
+        self._event = asyncio.Event()
+
+    def progressed(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def changed(self) -> None:
+        """Return after the next progress (new bytes, or the end)."""
+        await self._event.wait()
+
+    async def result(self) -> None:
+        while not self.done:
+            await self.changed()
+        if self.error is not None:
+            raise _again(self.error)
+
+
+class Fetcher:
+    """Downloads blobs from their upstream URLs once, verified, for every waiting caller."""
+
+    def __init__(self, blobs: BlobStore, upstream: Upstream, inflight_dir: Path):
+        self.blobs = blobs
+        self.upstream = upstream
+        self.inflight = Path(inflight_dir)
+        self.inflight.mkdir(parents=True, exist_ok=True)
+        #: a download led by another process that shows no progress for this long is given up
+        self.stall_timeout = upstream.connect_timeout + upstream.read_timeout
+        self._downloads: dict[str, Download] = {}
+        #: sha256 → clients being answered by respond() right now (what an operator or a test can watch)
+        self.waiting: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        """Stop the downloads of this process (nothing half-done is kept)."""
+        tasks = [d.task for d in self._downloads.values() if d.task is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the blob, whole -----------------------------------------------------------------------
+    async def ensure_blob(self, url: str, sha256: str, size: int | None) -> None:
+        """Make sure the blob is in the store: download it once (whoever else asks), verify, commit.
+
+        Raises UpstreamError (502) / UpstreamTimeout (504); nothing is stored on failure.
+        """
+        watch = _Stall(self.stall_timeout)
+        while not self.blobs.exists(sha256):
+            download = self._start(url, sha256, size)
+            if download is not None:
+                await download.result()
+                return
+            if self.blobs.exists(sha256):
+                return
+            # another process downloads it: wait for its end (then it is there, or we try ourselves)
+            watch.check(self._holder_progress(sha256), sha256)
+            await asyncio.sleep(POLL)
+
+    # -- the blob, streamed to a client --------------------------------------------------------
+    async def respond(self, request: web.Request, row, headers: Mapping[str, str] | None = None  # noqa: ANN001
+                      ) -> web.StreamResponse:
+        """Answer a request for a file whose blob is missing (``row``: sha256, size, source_url)."""
+        headers = dict(headers or {})
+        blob = self.blobs.path(row.sha256)
+        if request.method == "HEAD":  # from the record: no download just to answer a probe
+            resp = web.StreamResponse(headers=headers)
+            resp.content_length = row.size
+            return resp
+        if "Range" in request.headers:  # a part of a file we do not have yet: fetch it, then serve the part
+            await self.ensure_blob(row.source_url, row.sha256, row.size)
+            return web.FileResponse(blob, headers=headers)
+        self.waiting[row.sha256] += 1
+        try:
+            watch = _Stall(self.stall_timeout)
+            while True:
+                if blob.is_file():
+                    return web.FileResponse(blob, headers=headers)
+                download = self._start(row.source_url, row.sha256, row.size)
+                if download is not None:
+                    return await self._stream_local(request, download, row.size, headers)
+                if blob.is_file():
+                    continue
+                resp = await self._stream_other(request, row.sha256, row.size, headers)
+                if resp is not None:
+                    return resp
+                watch.check(self._holder_progress(row.sha256), row.sha256)
+                await asyncio.sleep(POLL)
+        finally:
+            self.waiting[row.sha256] -= 1
+            if self.waiting[row.sha256] <= 0:
+                del self.waiting[row.sha256]
+
+    async def _stream_local(self, request: web.Request, d: Download, size: int,
+                            headers: dict[str, str]) -> web.StreamResponse:
+        """Stream a download of this process to one client as its bytes land."""
+        fd = os.dup(d.fd)
+        resp = web.StreamResponse(headers=headers)
+        try:
+            while d.written == 0 and not d.done:
+                await d.changed()
+            if d.error is not None:  # nothing sent yet: the client gets the 502/504 envelope
+                raise _again(d.error)
+            if d.done:
+                return web.FileResponse(self.blobs.path(d.sha256), headers=headers)
+            resp.content_length = size
+            await resp.prepare(request)
+            sent = 0
+            while sent < size:
+                if d.error is not None:
+                    return _cut(request, resp, d.error)
+                ready = min(d.written, size) if d.done else min(d.written, size - HOLD_BACK)
+                if sent < ready:
+                    chunk = os.pread(fd, min(ready - sent, READ_CHUNK), sent)  # page cache: just written
+                    await resp.write(chunk)
+                    sent += len(chunk)
+                elif d.done:  # verified, but shorter than the record says: never a complete download
+                    return _cut(request, resp, UpstreamError(f"{redact(d.url)} has {d.written} bytes, not {size}"))
+                else:
+                    await d.changed()
+            await resp.write_eof()
+            return resp
+        except ConnectionError:  # the client went away; the download goes on for the others
+            return resp
+        finally:
+            os.close(fd)
+
+    async def _stream_other(self, request: web.Request, sha256: str, size: int,
+                            headers: dict[str, str]) -> web.StreamResponse | None:
+        """Tail the part file another process writes, verifying what we send ourselves.
+
+        None when there is nothing to tail (yet, or any more) and nothing was sent: the caller looks again.
+        """
+        part = self._holder_part(sha256)
+        if part is None:
+            return None
+        try:
+            fd = os.open(part, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        resp: web.StreamResponse | None = None
+        digest = hashlib.sha256()
+        sent = 0
+        watch = _Stall(self.stall_timeout)
+        try:
+            while True:
+                have = os.fstat(fd).st_size
+                watch.check(have, sha256)
+                ready = min(have, max(0, size - HOLD_BACK))
+                if sent < ready:
+                    if resp is None:
+                        resp = web.StreamResponse(headers=headers)
+                        resp.content_length = size
+                        await resp.prepare(request)
+                    chunk = os.pread(fd, min(ready - sent, READ_CHUNK), sent)
+                    digest.update(chunk)
+                    await resp.write(chunk)
+                    sent += len(chunk)
+                    continue
+                if have >= size:  # every byte is there: release the tail only if the whole matches
+                    tail = os.pread(fd, size - sent, sent)
+                    digest.update(tail)
+                    if digest.hexdigest() != sha256:
+                        err = UpstreamError(f"the upstream body of {sha256} does not match its record")
+                        if resp is None:
+                            raise err
+                        return _cut(request, resp, err)
+                    if resp is None:
+                        resp = web.StreamResponse(headers=headers)
+                        resp.content_length = size
+                        await resp.prepare(request)
+                    await resp.write(tail)
+                    await resp.write_eof()
+                    return resp
+                if not part.exists():  # the leader ended: committed (read on from the blob) or failed
+                    blob = self.blobs.path(sha256)
+                    if blob.is_file():
+                        os.close(fd)
+                        fd = os.open(blob, os.O_RDONLY)
+                        continue
+                    if resp is None:
+                        return None
+                    return _cut(request, resp, UpstreamError(f"the download of {sha256} failed in another process"))
+                await asyncio.sleep(POLL)
+        except ConnectionError:
+            return resp
+        except UpstreamTimeout as e:
+            if resp is None:
+                raise
+            return _cut(request, resp, e)
+        finally:
+            os.close(fd)
+
+    # -- the one download ----------------------------------------------------------------------
+    def _start(self, url: str, sha256: str, size: int | None) -> Download | None:
+        """This process's download of ``sha256``, started here when no process runs one.
+
+        None when the blob is there after all or another process is downloading it.
+        No await inside: joining and starting are atomic on the event loop.
+        """
+        download = self._downloads.get(sha256)
+        if download is not None:
+            return download
+        lock = self._lock_path(sha256)
+        lock_fd = _try_lock(lock)
+        if lock_fd is None:
+            return None
+        try:
+            if self.blobs.exists(sha256):
+                _unlock(lock_fd, lock)
+                return None
+            self._remove_stale_part(lock_fd)
+            writer = HashingWriter(self.inflight, size if size is not None else _NO_LIMIT)
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, writer.path.name.encode(), 0)
+            read_fd = os.open(writer.path, os.O_RDONLY)
+        except BaseException:
+            _unlock(lock_fd, lock)
+            raise
+        download = Download(sha256, size, url, writer.path, read_fd)
+        self._downloads[sha256] = download
+        download.task = asyncio.create_task(self._run(download, writer, lock_fd, lock))
+        return download
+
+    async def _run(self, d: Download, writer: HashingWriter, lock_fd: int, lock: Path) -> None:
+        shown = redact(d.url)
+        try:
+            try:
+                async with self.upstream.get(d.url) as resp:
+                    if d.size is not None and resp.content_length not in (None, d.size):
+                        raise UpstreamError(f"upstream has {resp.content_length} bytes for {shown}, the record says "
+                                            f"{d.size}", detail={"url": shown})
+                    async for chunk in resp.content.iter_any():
+                        writer.write(chunk)
+                        writer.flush()  # followers read the part file
+                        d.written += len(chunk)
+                        d.progressed()
+                blob = await asyncio.to_thread(writer.finish)
+            except TooLarge as e:
+                raise UpstreamError(f"upstream sent more than the {d.size} bytes of the record for {shown}",
+                                    detail={"url": shown}) from e
+            if (d.size is not None and blob.size != d.size) or blob.sha256 != d.sha256:
+                blob.discard()
+                raise UpstreamError(f"upstream sent bytes that do not match the record for {shown} "
+                                    f"(sha256 {blob.sha256}, {blob.size} bytes)", detail={"url": shown})
+            await asyncio.to_thread(self.blobs.commit, blob)
+        except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
+            writer.abort()
+            d.error = e if isinstance(e, PlatformError) else UpstreamError(
+                f"the download of {shown} stopped: {e.__class__.__name__}", detail={"url": shown})
+            log.warning("on-demand fetch of %s failed: %s", shown, d.error.message)
+            if not isinstance(e, Exception):
+                raise
+        finally:
+            d.done = True
+            self._downloads.pop(d.sha256, None)
+            os.close(d.fd)
+            _unlock(lock_fd, lock)
+            d.progressed()
+
+    # -- the cross-process lock ----------------------------------------------------------------
+    def _lock_path(self, sha256: str) -> Path:
+        self.blobs.path(sha256)  # refuses anything but a sha256
+        return self.inflight / f"{sha256}.lock"
+
+    def _holder_part(self, sha256: str) -> Path | None:
+        """The part file the leading process writes, as its lock file names it."""
+        try:
+            name = self._lock_path(sha256).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return self.inflight / name if name and _PART_NAME.match(name) else None
+
+    def _holder_progress(self, sha256: str) -> int:
+        part = self._holder_part(sha256)
+        try:
+            return part.stat().st_size if part is not None else -1
+        except FileNotFoundError:
+            return -1
+
+    def _remove_stale_part(self, lock_fd: int) -> None:
+        """A part file named by the lock we now hold belongs to a leader that died."""
+        name = os.pread(lock_fd, 4096, 0).decode(errors="replace").strip()
+        if name and _PART_NAME.match(name):
+            (self.inflight / name).unlink(missing_ok=True)
+
+
+class _Stall:
+    """Gives up on a leader in another process whose progress stays the same for ``timeout`` s."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.seen: int | None = None
+        self.since = 0.0
+
+    def check(self, progress: int, sha256: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if progress != self.seen:
+            self.seen, self.since = progress, now
+        elif now - self.since > self.timeout:
+            raise UpstreamTimeout(f"the download of {sha256} by another server process made no progress "
+                                  f"for {self.timeout:.0f} s")
+
+
+def _try_lock(path: Path) -> int | None:
+    """An exclusive flock on ``path`` (created if missing), or None when another holder has it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            return fd
+        os.close(fd)  # the previous holder unlinked it on release: lock the file that is there now
+
+
+def _unlock(fd: int, path: Path) -> None:
+    """Unlink while still holding the lock, so lock files do not pile up (see _try_lock)."""
+    path.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _again(error: PlatformError) -> PlatformError:
+    """A fresh copy of a shared error for one more caller."""
+    return type(error)(error.message, detail=dict(error.detail), code=error.code)
+
+
+def _cut(request: web.Request, resp: web.StreamResponse, error: PlatformError) -> web.StreamResponse:
+    """Headers are out: the client can only learn of the failure by a download cut short."""
+    log.warning("cut a download short: %s", error.message)
+    if request.transport is not None:
+        request.transport.abort()
+    return resp
