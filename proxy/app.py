@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from .api import artifacts, channels, files, identity, openapi, search  # noqa: F401 - modules register routes
+from .api import artifacts, channels, files, identity, mirrors, openapi, search  # noqa: F401 - modules register routes
 from .api.openapi import add_swagger_assets
 from .api.routing import AUTH, PLATFORM, routes
 from .auth import Auth
@@ -29,7 +29,9 @@ def create_app(config: Config) -> web.Application:
         if platform.bootstrap_token:
             print(f"conda-platform: first start, admin token (shown once, keep it safe): {platform.bootstrap_token}",
                   flush=True)
+        await platform.mirrors.engine.start()  # recovers cut-off runs, then heartbeats and schedules
         yield
+        await platform.mirrors.engine.shutdown()  # background runs and loops are cancelled first
         await app[PLATFORM].close()
 
     app.cleanup_ctx.append(open_platform)

@@ -19,6 +19,14 @@ class Config:
     #: upstream fetches (mirror runs, on-demand downloads): connect and between-bytes timeouts
     upstream_connect_timeout: float = 10.0
     upstream_read_timeout: float = 30.0
+    #: mirror runs: how many at once in this process, how often a run's heartbeat is written, after how
+    #: long without one another process may call it dead, how often the scheduler looks for due
+    #: mirrors (0: never by itself; tests call tick()), and the largest upstream index accepted
+    mirror_max_runs: int = 2
+    mirror_heartbeat_interval: float = 2.0
+    mirror_stale_after: float = 120.0
+    mirror_tick_interval: float = 30.0
+    mirror_index_max_bytes: int = 4 << 30
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()

@@ -21,6 +21,8 @@ from conda_platform_plugin.names import check_subdir
 from .config import Config
 from .mirror.fetch import Fetcher
 from .mirror.http import Upstream
+from .policies import PolicyService
+from .mirror.service import Mirrors
 from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
@@ -58,6 +60,11 @@ class Platform:
         #: the admin token made on first start with an empty database (shown once, never stored)
         self.bootstrap_token: str | None = None
         self.publisher.listeners.append(lambda _cid: self.serving.invalidate())
+        #: policies and CVE data; the publisher filters each channel's indexes by its policy
+        self.policy = PolicyService(self)
+        self.publisher.policy_for = self.channel_policy
+        #: mirrors: create/edit/delete, views, and the engine that runs them (started by the app)
+        self.mirrors = Mirrors(self)
 
     @classmethod
     async def open(cls, config: Config) -> Platform:
@@ -77,7 +84,17 @@ class Platform:
         secret, _ = await self.identities.create_token("admin", description=description)
         return secret
 
+    async def mirror_policy(self, mirror) -> object | None:  # noqa: ANN001 - a proxy.store.mirrors.Mirror
+        """The compiled policy a mirror's runs filter with (contract A: the mirror's own policy if set,
+        else its channel's). No policies exist yet: None, so every record with a sha256 is kept."""
+        return None
+
+    async def channel_policy(self, channel_id: int):  # noqa: ANN201 - CompiledPolicy | None
+        """The compiled policy that filters what a channel publishes (contract A), or None."""
+        return await self.policy.channel_policy(channel_id)
+
     async def close(self) -> None:
+        await self.mirrors.engine.shutdown()
         await self.fetcher.close()
         await self.upstream.close()
         await self.db.close()

@@ -35,7 +35,8 @@ for _perm in EXPECT.values():
 
 PARAMS = {"channel": "team", "subchannel": "sub", "type": "conda", "name": "pkg", "subdir": "linux-64",
           "filename": "missing-1.0-0.conda", "token_id": "999999", "user": "nobody",
-          "tail": "team/noarch/repodata.json"}
+          "tail": "team/noarch/repodata.json",
+          "mirror": "nomirror", "run": "1"}
 #: bodies that every handler refuses after the check (400), so the table changes nothing
 BODY = {"bogus": True}
 
@@ -80,6 +81,20 @@ SPEC = {
     ("GET", "/api/audit"): "admin",
     ("GET", "/api/openapi.json"): "public",
     ("GET", "/swagger/ui"): "public",
+    ("GET", "/api/channels/{channel}/mirrors"): "channel.read",
+    ("POST", "/api/channels/{channel}/mirrors"): "channel.manage",
+    ("GET", "/api/mirrors"): "authenticated",
+    ("GET", "/api/channels/{channel}/mirrors/{mirror}"): "channel.read",
+    ("PATCH", "/api/channels/{channel}/mirrors/{mirror}"): "channel.manage",
+    ("DELETE", "/api/channels/{channel}/mirrors/{mirror}"): "channel.manage",
+    ("GET", "/api/channels/{channel}/mirrors/{mirror}/packages"): "channel.read",
+    ("GET", "/api/channels/{channel}/mirrors/{mirror}/runs"): "channel.read",
+    ("GET", "/api/channels/{channel}/mirrors/{mirror}/runs/{run}"): "channel.read",
+    ("POST", "/api/channels/{channel}/mirrors/{mirror}/run"): "channel.manage",
+    ("POST", "/api/channels/{channel}/mirrors/{mirror}/stop"): "channel.manage",
+    ("POST", "/api/channels/{channel}/mirrors/{mirror}/restart"): "channel.manage",
+    ("GET", "/api/channels/{channel}/mirrors/{mirror}/report"): "channel.read",
+    ("GET", "/api/channels/{channel}/report"): "channel.read",
     ("GET", "/api/repo/{tail:.+}"): "channel.read",
     ("GET", "/t/{token}/api/repo/{tail:.+}"): "channel.read",
 }

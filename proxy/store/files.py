@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 
 import orjson
 import sqlalchemy as sa
@@ -40,6 +42,25 @@ class NewFile:
     #: mirrored files: the mirror that brought them, and the upstream URL of their bytes
     mirror_id: int | None = None
     source_url: str | None = None
+
+
+_NEWFILE_FIELDS = tuple(NewFile.__dataclass_fields__)  # asdict() deep-copies: too slow for 500,000 rows
+
+
+def record_digest(record: bytes) -> bytes:
+    """A short digest of a canonical record: how a mirror sync tells a changed record from an unchanged one."""
+    return hashlib.blake2b(record, digest_size=16).digest()
+
+
+@dataclass
+class MirrorSync:
+    """What :meth:`FileStore.sync_mirror` did to one subdir."""
+
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    #: wanted filenames that the channel already has from elsewhere (an upload, another mirror)
+    conflicts: list[str] = field(default_factory=list)
 
 
 def file_key(key: str) -> tuple[str, str]:
@@ -186,6 +207,51 @@ class FileStore:
     async def _mark_removed(conn: AsyncConnection, ids: list[int], gen: int) -> None:
         for i in range(0, len(ids), 500):
             await conn.execute(files.update().where(files.c.id.in_(ids[i : i + 500])).values(removed_gen=gen))
+
+    async def sync_mirror(self, conn: AsyncConnection, channel_id: int, mirror_id: int, subdir: str,
+                          wanted: Mapping[str, bytes], rows_for: Callable[[list[str]], list[NewFile]],
+                          generation: Callable[[], Awaitable[int]], batch: int = 5000) -> MirrorSync:
+        """Make one mirror's current files in one subdir exactly ``wanted`` (filename → record_digest),
+        inside the caller's write transaction.
+
+        Unchanged rows are left alone; changed and vanished ones are marked removed; new and changed
+        ones are inserted in batches built by ``rows_for`` (off the event loop). ``generation()`` is
+        called once, at the first change, so a sync without changes makes no generation. Files of
+        the same name from elsewhere in the channel are left alone and reported as conflicts.
+        """
+        result = MirrorSync()
+        mine = (files.c.channel_id == channel_id) & (files.c.subdir == subdir) & CURRENT
+        existing: dict[str, tuple[int, bytes]] = {}
+        stream = await conn.stream(sa.select(files.c.id, files.c.filename, files.c.record)
+                                   .where(mine, files.c.mirror_id == mirror_id)
+                                   .execution_options(yield_per=batch))
+        async for part in stream.partitions(batch):
+            existing.update(await asyncio.to_thread(lambda rows: {r[1]: (r[0], record_digest(r[2])) for r in rows},
+                                                    part))
+        others = set((await conn.execute(sa.select(files.c.filename).where(
+            mine, files.c.mirror_id.is_(None) | (files.c.mirror_id != mirror_id)))).scalars())
+        removed = [fid for fn, (fid, digest) in existing.items() if wanted.get(fn) != digest]
+        added = []
+        for fn, digest in wanted.items():
+            if fn in others:
+                result.conflicts.append(fn)
+                continue
+            have = existing.get(fn)
+            if have is None or have[1] != digest:
+                added.append(fn)
+        result.added, result.removed = len(added), len(removed)
+        result.unchanged = len(existing) - len(removed)
+        if not added and not removed:
+            return result
+        gen = await generation()
+        await self._mark_removed(conn, removed, gen)
+        now = time.time()
+        for i in range(0, len(added), batch):
+            rows = await asyncio.to_thread(
+                lambda names: [{**{k: getattr(f, k) for k in _NEWFILE_FIELDS}, "channel_id": channel_id,
+                                "uploaded_at": now, "added_gen": gen} for f in rows_for(names)], added[i:i + batch])
+            await conn.execute(files.insert(), rows)
+        return result
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, channel: Channel, subdir: str, filename: str, *, contents: bool = False) -> sa.Row:
