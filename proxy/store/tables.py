@@ -21,6 +21,8 @@ channels = sa.Table(
     sa.Column("published_gen", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # the policy that filters what the channel publishes (policies.id; 0004)
+    sa.Column("policy_id", sa.Integer, nullable=True),
 )
 
 generations = sa.Table(
@@ -145,6 +147,8 @@ mirrors = sa.Table(
     sa.Column("next_run_at", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # the mirror's own policy (policies.id; 0004); null: its channel's policy applies
+    sa.Column("policy_id", sa.Integer, nullable=True),
     sa.UniqueConstraint("channel_id", "name", name="uq_mirrors_channel_name"),
 )
 
@@ -183,3 +187,54 @@ mirror_filtered = sa.Table(
     sa.Column("rule", sa.String(64), nullable=False),
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
 )
+
+policies = sa.Table(
+    "policies",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    # bumped by every edit; the rules of each version stay in policy_versions
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    # JSON list of validated rules (conda_platform_plugin/policy.py)
+    sa.Column("rules", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("policy_id", sa.Integer, sa.ForeignKey("policies.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("rules", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(100), nullable=False, server_default=""),
+)
+
+cves = sa.Table(
+    "cves",
+    metadata,
+    # the OSV id (PYSEC-…, GHSA-…, CVE-…); aliases hold the others
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("aliases", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("severity", sa.String(16), nullable=True),
+    sa.Column("published", sa.String(64), nullable=False, server_default=""),
+    sa.Column("modified", sa.String(64), nullable=False, server_default=""),
+    # the OSV record as imported (JSON bytes)
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("imported_at", sa.Float, nullable=False),
+)
+
+cve_packages = sa.Table(
+    "cve_packages",
+    metadata,
+    # the packages an advisory names, by ecosystem and normalised name
+    sa.Column("cve_id", sa.String(100), sa.ForeignKey("cves.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("ecosystem", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+)
+sa.Index("ix_cve_packages_name", cve_packages.c.ecosystem, cve_packages.c.name)
