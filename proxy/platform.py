@@ -21,8 +21,8 @@ from conda_platform_plugin.names import check_subdir
 from .config import Config
 from .mirror.fetch import Fetcher
 from .mirror.http import Upstream
-from .policies import PolicyService
 from .mirror.service import Mirrors
+from .policies import PolicyService
 from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
@@ -86,8 +86,8 @@ class Platform:
 
     async def mirror_policy(self, mirror) -> object | None:  # noqa: ANN001 - a proxy.store.mirrors.Mirror
         """The compiled policy a mirror's runs filter with (contract A: the mirror's own policy if set,
-        else its channel's). No policies exist yet: None, so every record with a sha256 is kept."""
-        return None
+        else its channel's); None when neither has one."""
+        return await self.policy.mirror_policy(mirror)
 
     async def channel_policy(self, channel_id: int):  # noqa: ANN201 - CompiledPolicy | None
         """The compiled policy that filters what a channel publishes (contract A), or None."""

@@ -96,16 +96,36 @@ class PolicyService:
             gen = await self._set_channel(ch.id, stored.id, f"apply policy {name} v{stored.policy.version}")
             return {"policy": name, "channel": ch.name, "generation": gen, "changed": True}
         row = await self.store.mirror_row(ch.id, mirror)
-        channel_pid = await self.store.channel_policy_id(ch.id)
-        if channel_pid == stored.id:
+        await self.mirror_policy_id(name, ch.id, mirror)
+        await self.store.set_mirror_policy(row.id, stored.id)
+        return {"policy": name, "channel": ch.name, "mirror": mirror, "changed": row.policy_id != stored.id,
+                "note": "applies from the mirror's next run"}
+
+    async def mirror_policy_id(self, name: object, channel_id: int, mirror: str = "") -> int:
+        """The id of a policy a mirror of the channel may be given: it exists (404) and is not the
+        one its channel already has (409: the mirror follows the channel's policy anyway)."""
+        if not isinstance(name, str) or not name:
+            raise BadRequest("'policy' must be the name of a policy")
+        stored = await self.store.get(name)
+        if await self.store.channel_policy_id(channel_id) == stored.id:
+            ch = await self.platform.channels.by_id(channel_id)
             raise Conflict(
                 f"policy {name!r} is already applied to channel {ch.name!r}, whose mirrors follow it: a mirror "
                 "can only be given a different policy (detach it to follow the channel's)",
                 detail={"policy": name, "channel": ch.name, "mirror": mirror},
             )
-        await self.store.set_mirror_policy(row.id, stored.id)
-        return {"policy": name, "channel": ch.name, "mirror": mirror, "changed": row.policy_id != stored.id,
-                "note": "applies from the mirror's next run"}
+        return stored.id
+
+    async def mirror_view(self, mirror_id: int) -> dict:
+        """The mirror's own policy, and the one its runs actually apply (own, else the channel's)."""
+        own, channel_pid, _ = await self.store.mirror_policy_ids(mirror_id)
+        names = {}
+        for pid in {own, channel_pid} - {None}:
+            stored = await self.store.by_id(pid)
+            names[pid] = stored.policy.name if stored else None
+        effective = own if own is not None else channel_pid
+        return {"policy": names.get(own), "effective_policy": names.get(effective),
+                "policy_from": None if effective is None else ("mirror" if own is not None else "channel")}
 
     async def detach(self, channel: str, mirror: str | None = None) -> dict:
         ch = await self.platform.channels.get(channel)

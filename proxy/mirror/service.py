@@ -109,6 +109,7 @@ class Mirrors:
             "status": current.status if current else (last.status if last else "never run"),
             "current_run": run_json(current),
             "last_run": run_json(self.engine.view(last)) if last else None,
+            **await self.platform.policy.mirror_view(m.id),
         }
         if details:
             async with self.platform.db.read() as conn:
@@ -137,11 +138,13 @@ class Mirrors:
         cron = check_cron(body.get("cron", DEFAULT_CRON))
         concurrency = check_concurrency(body.get("concurrency", 4))
         run_now = _flag(body.get("run_now", False), "run_now")
-        if body.get("policy") is not None:
-            raise BadRequest("mirror policies are not available yet")
+        policy_id = (await self.platform.policy.mirror_policy_id(body["policy"], ch.id, name)
+                     if body.get("policy") is not None else None)
         m = await self.store.create(channel_id=ch.id, name=name, mode=mode, source_url=source, subdirs=subdirs,
                                     cron=cron, concurrency=concurrency, type_=type_,
                                     next_run_at=next_run(cron, self.engine.clock.now()))
+        if policy_id is not None:
+            await self.platform.policy.store.set_mirror_policy(m.id, policy_id)
         if run_now:
             await self.engine.start_run(m, "create")
         return await self.mirror_json(m)
@@ -168,11 +171,13 @@ class Mirrors:
             values["next_run_at"] = next_run(values["cron"], self.engine.clock.now())
         if "concurrency" in body:
             values["concurrency"] = check_concurrency(body["concurrency"])
-        if body.get("policy") is not None:
-            raise BadRequest("mirror policies are not available yet")
+        policy_id = (await self.platform.policy.mirror_policy_id(body["policy"], m.channel_id, m.name)
+                     if body.get("policy") else None)  # "" or null: follow the channel's policy
         run_now = _flag(body.get("run_now", False), "run_now")
         if values:
             m = await self.store.update(m.id, **values)
+        if "policy" in body:
+            await self.platform.policy.store.set_mirror_policy(m.id, policy_id)
         if run_now:
             await self.engine.start_run(m, "manual")
         return await self.mirror_json(m)
