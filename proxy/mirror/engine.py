@@ -321,6 +321,9 @@ class MirrorEngine:
             if index.status == "missing":
                 fig["subdirs_missing"].append(subdir)
             indexes.append(index)
+        if all(i.status == "missing" for i in indexes):
+            raise UpstreamError(f"no conda index found at {redact(mirror.source_url)} (every subdir answered 404): "
+                                "is it a conda channel URL, and is its token valid?")
         state = {"source": redact(mirror.source_url), "subdirs": {i.subdir: i.digest for i in indexes},
                  "policy": getattr(policy, "fingerprint", "") if policy is not None else ""}
         fig["state"] = state
