@@ -7,7 +7,9 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import sqlalchemy as sa
@@ -17,6 +19,9 @@ from conda_platform_plugin.versions import version_key
 from .db import Database
 from .render import Previous, SubdirRenderer, render_empty
 from .tables import channels, files, renders
+
+if TYPE_CHECKING:
+    from conda_platform_plugin.policy import CompiledPolicy
 
 log = logging.getLogger(__name__)
 BATCH = 5000
@@ -51,6 +56,9 @@ class Publisher:
         self.root = index_root
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.listeners: list = []  # callables(channel_id) told after each publish
+        #: the channel's publish-time policy (Platform sets it): its exclusions leave uploaded files
+        #: (``mirror_id IS NULL``) out of the rendered indexes; ``None``: nothing is filtered
+        self.policy_for: Callable[[int], Awaitable[CompiledPolicy | None]] | None = None
 
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
         return self.root / str(channel_id) / subdir / str(gen)
@@ -60,6 +68,14 @@ class Publisher:
 
     def channeldata_path(self, channel_id: int, gen: int) -> Path:
         return self.root / str(channel_id) / "channeldata" / f"{gen}.json"
+
+    def _policy_path(self, channel_id: int, gen: int) -> Path:
+        """The fingerprint of the policy a generation's indexes were rendered with (absent: none)."""
+        return self.root / str(channel_id) / "channeldata" / f"{gen}.policy"
+
+    def _rendered_policy(self, channel_id: int, gen: int) -> str | None:
+        path = self._policy_path(channel_id, gen)
+        return path.read_text() if path.exists() else None
 
     async def publish(self, channel_id: int) -> int:
         """Make the head generation the published one (unless frozen); returns the published gen."""
@@ -89,6 +105,8 @@ class Publisher:
         return head
 
     async def _render(self, cid: int, old: int, new: int) -> None:
+        policy = await self.policy_for(cid) if self.policy_for is not None else None
+        fingerprint = policy.fingerprint if policy is not None else None
         async with self.db.read() as conn:
             # A UNION, not an OR: each half then searches its own index (an OR scans the channel).
             changed_rows = (
@@ -117,31 +135,68 @@ class Publisher:
             changed[subdir].add(name)
         if "noarch" not in latest and "noarch" not in changed:
             changed["noarch"] = set()
+        # A policy (or its context) that changed since the last render: every subdir renders in full.
+        force = old > 0 and self._rendered_policy(cid, old) != fingerprint
+        if force:
+            for subdir in latest:
+                changed.setdefault(subdir, set())
+        fed: dict[str, dict[str, list]] = {}  # subdir -> name -> channeldata partial
+        rendered_names: dict[str, list[str]] = {}
+        any_full = False
         for subdir, names in sorted(changed.items()):
             prev_gen = latest.get(subdir)
-            previous = Previous.load(self.subdir_dir(cid, subdir, prev_gen)) if prev_gen is not None else None
-            count = await self._render_subdir(cid, subdir, new, names, previous)
+            prev = Previous.load(self.subdir_dir(cid, subdir, prev_gen)) if prev_gen is not None else None
+            count, partials, all_names, full = await self._render_subdir(
+                cid, subdir, new, names, prev, force=force, policy=policy
+            )
+            fed[subdir] = partials
+            rendered_names[subdir] = all_names
+            any_full = any_full or full
             async with self.db.write() as conn:
                 await conn.execute(
                     renders.delete().where(renders.c.channel_id == cid, renders.c.subdir == subdir, renders.c.gen == new)
                 )
                 await conn.execute(renders.insert().values(channel_id=cid, subdir=subdir, gen=new, records=count))
         all_names = {n for names in changed.values() for n in names}
-        await self._render_channeldata(cid, old, new, all_names)
+        if force:
+            all_names.update(n for names in rendered_names.values() for n in names)
+            all_names.update(self._channeldata_names(cid, old))
+        if any_full:  # channeldata from the rows the renders read: the other subdirs' names are needed
+            for subdir, gen in latest.items():
+                if subdir not in rendered_names:
+                    prev = Previous.load(self.subdir_dir(cid, subdir, gen))
+                    rendered_names[subdir] = prev.names if prev is not None else []
+        await self._render_channeldata(cid, old, new, all_names, fed if any_full else None, rendered_names, policy)
+        policy_path = self._policy_path(cid, new)
+        if fingerprint is None:
+            policy_path.unlink(missing_ok=True)
+        else:
+            policy_path.write_text(fingerprint)
 
-    async def _render_subdir(self, cid: int, subdir: str, gen: int, names: set[str], previous: Previous | None) -> int:
+    async def _render_subdir(self, cid: int, subdir: str, gen: int, names: set[str], previous: Previous | None,
+                             force: bool = False, policy: CompiledPolicy | None = None
+                             ) -> tuple[int, dict, list, bool]:
+        """Render one subdir; returns (records, channeldata partials of the names fed, all its names,
+        whether it was a full render)."""
         out = self.subdir_dir(cid, subdir, gen)
         shards = self.shards_dir(cid, subdir)
-        if not names and previous is None:
-            return (await asyncio.to_thread(render_empty, out, shards, subdir)).records
-        full = previous is None or len(names) > FULL_RENDER_SHARE * max(1, len(previous.layout["names"]))
-        renderer = SubdirRenderer(out, shards, subdir, previous, full=full)
-        cols = (files.c.name, files.c.filename, files.c.record, files.c.version)
+        fingerprint = policy.fingerprint if policy is not None else None
+        if not names and previous is None and not force:
+            return (await asyncio.to_thread(render_empty, out, shards, subdir, fingerprint)).records, {}, [], True
+        full = force or previous is None or len(names) > FULL_RENDER_SHARE * max(1, len(previous.names))
+        exclude = None
+        if policy is not None:
+            def exclude(records, _subdir=subdir, _policy=policy):  # noqa: ANN001, ANN202
+                return _policy.exclusions(_subdir, records).keys()
+        renderer = SubdirRenderer(out, shards, subdir, previous, full=full, exclude=exclude, policy=fingerprint)
+        cols = (files.c.name, files.c.filename, files.c.record, files.c.version, files.c.mirror_id,
+                files.c.uploaded_at, files.c.id)
         base = (
             sa.select(*cols)
             .where(files.c.channel_id == cid, files.c.subdir == subdir)
             .where(_visible_at_unindexed(gen))
         )
+        partials: dict[str, list] = {}
         try:
             async with self.db.read() as conn:
                 if full:
@@ -149,16 +204,16 @@ class Publisher:
                     result = await conn.stream(query.execution_options(yield_per=BATCH))
                     carry: list = []
                     async for part in result.partitions(BATCH):
-                        carry = await asyncio.to_thread(_feed_sorted, renderer, carry, part)
+                        carry = await asyncio.to_thread(_feed_sorted, renderer, carry, part, partials)
                     if carry:
-                        await asyncio.to_thread(_feed_group, renderer, carry)
+                        await asyncio.to_thread(_feed_group, renderer, carry, partials)
                 else:
                     groups: dict[str, list] = {n: [] for n in names}
                     for chunk in _chunks(sorted(names), 500):
                         for row in (await conn.execute(base.where(files.c.name.in_(chunk)))).all():
                             groups[row[0]].append(row)
                     renderer.skip(names)
-                    await asyncio.to_thread(_feed_groups, renderer, groups)
+                    await asyncio.to_thread(_feed_groups, renderer, groups, partials)
             stats = await asyncio.to_thread(renderer.finish)
             if full and self.db.is_sqlite and stats.records > ANALYZE_AFTER:
                 # SQLite plans without statistics otherwise, and picks the generation indexes for
@@ -168,18 +223,38 @@ class Publisher:
         except BaseException:
             renderer.abort()
             raise
-        return stats.records
+        return stats.records, partials, renderer.names, full
 
-    async def _render_channeldata(self, cid: int, old: int, new: int, names: set[str]) -> None:
+    def _channeldata_names(self, cid: int, gen: int) -> list[str]:
+        path = self.channeldata_path(cid, gen)
+        return list(orjson.loads(path.read_bytes())["packages"]) if path.exists() else []
+
+    async def _render_channeldata(self, cid: int, old: int, new: int, names: set[str],
+                                  fed: dict[str, dict[str, list]] | None, rendered: dict[str, list[str]],
+                                  policy: CompiledPolicy | None) -> None:
+        """Update the entries of the changed names. After a full render (``fed`` given): from what the
+        subdir renders collected, for each name that every subdir holding it fed now; the rest (and
+        every name after incremental renders) from its rows in the database."""
         prev_path = self.channeldata_path(cid, old)
         doc = orjson.loads(prev_path.read_bytes()) if prev_path.exists() else {"channeldata_version": 1, "packages": {}}
         packages = doc["packages"]
+        from_db = sorted(names)
+        if fed is not None:
+            from_db, from_partials = await asyncio.to_thread(_split_complete, names, fed, rendered)
+            abouts = await self._abouts(cid, [p[6] for parts in from_partials.values() for p in parts])
+            for name, parts in from_partials.items():
+                newest = max(parts, key=lambda p: (p[1], p[2]))
+                packages[name] = _channeldata_entry(
+                    newest[3], {p[0] for p in parts}, max(p[4] for p in parts), newest[5], abouts.get(newest[6])
+                )
+            for name in names - from_partials.keys() - set(from_db):
+                packages.pop(name, None)
         async with self.db.read() as conn:
-            for chunk in _chunks(sorted(names), 500):
+            for chunk in _chunks(from_db, 500):
                 rows = (
                     await conn.execute(
                         sa.select(files.c.name, files.c.version, files.c.subdir, files.c.about, files.c.record,
-                                  files.c.uploaded_at)
+                                  files.c.uploaded_at, files.c.filename, files.c.mirror_id)
                         .where((files.c.channel_id + 0) == cid, files.c.name.in_(chunk),
                                _visible_at_unindexed(new))
                     )
@@ -188,7 +263,7 @@ class Publisher:
                 for r in rows:
                     by_name[r.name].append(r)
                 for name in chunk:
-                    entry = _channeldata_entry(by_name.get(name, []))
+                    entry = _entry_from_rows(by_name.get(name, []), policy)
                     if entry is None:
                         packages.pop(name, None)
                     else:
@@ -203,21 +278,50 @@ class Publisher:
         path = self.channeldata_path(cid, new)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        tmp.write_bytes(orjson.dumps(doc))
         tmp.replace(path)
 
+    async def _abouts(self, cid: int, ids: list[int]) -> dict[int, dict]:
+        """about.json of the newest file of each name (only those are read: they can be large)."""
+        out: dict[int, dict] = {}
+        async with self.db.read() as conn:
+            for chunk in _chunks(sorted(ids), 1000):
+                rows = await conn.execute(
+                    sa.select(files.c.id, files.c.about).where(files.c.id.in_(chunk), files.c.about.is_not(None))
+                )
+                out.update({i: orjson.loads(a) for i, a in rows if a})
+        return out
 
-def _channeldata_entry(rows: list) -> dict | None:
-    if not rows:
-        return None
-    newest = max(rows, key=lambda r: (version_key(r.version), r.uploaded_at))
-    about = orjson.loads(newest.about) if newest.about else {}
-    record = orjson.loads(newest.record)
+
+def _split_complete(names: set[str], fed: dict[str, dict[str, list]],
+                    rendered: dict[str, list[str]]) -> tuple[list[str], dict[str, list]]:
+    """Changed names whose every subdir fed them now (their partials are complete), and the rest."""
+    present: dict[str, set[str]] = {}
+    for subdir, subdir_names in rendered.items():
+        feeding = fed.get(subdir, {})
+        for name in subdir_names:
+            if name not in feeding:
+                present.setdefault(name, set()).add(subdir)
+    complete: dict[str, list] = {}
+    incomplete: list[str] = []
+    for name in names:
+        if name in present:
+            incomplete.append(name)
+            continue
+        parts = [feeding[name] for feeding in fed.values() if name in feeding]
+        if parts:
+            complete[name] = parts
+    return sorted(incomplete), complete
+
+
+def _channeldata_entry(version: str, subdirs: set[str], timestamp: int, license: str | None,
+                       about: dict | None) -> dict:
+    about = about or {}
     entry = {
-        "version": newest.version,
-        "subdirs": sorted({r.subdir for r in rows}),
-        "timestamp": max(int(orjson.loads(r.record).get("timestamp", 0) or 0) for r in rows) or None,
-        "license": record.get("license") or about.get("license"),
+        "version": version,
+        "subdirs": sorted(subdirs),
+        "timestamp": timestamp or None,
+        "license": license or about.get("license"),
         "summary": about.get("summary"),
         "description": about.get("description"),
         "home": about.get("home"),
@@ -229,27 +333,63 @@ def _channeldata_entry(rows: list) -> dict | None:
     return {k: v for k, v in entry.items() if v not in (None, "")}
 
 
+def _entry_from_rows(rows: list, policy: CompiledPolicy | None) -> dict | None:
+    records = [orjson.loads(r.record) for r in rows]
+    if policy is not None:
+        dropped: set[tuple[str, str]] = set()
+        groups: dict[str, dict[str, dict]] = defaultdict(dict)
+        for r, rec in zip(rows, records):
+            if r.mirror_id is None:
+                groups[r.subdir][r.filename] = rec
+        for subdir, recs in groups.items():
+            dropped.update((subdir, fn) for fn in policy.exclusions(subdir, recs))
+        kept = [(r, rec) for r, rec in zip(rows, records) if (r.subdir, r.filename) not in dropped]
+    else:
+        kept = list(zip(rows, records))
+    if not kept:
+        return None
+    newest, record = max(kept, key=lambda rr: (version_key(rr[0].version), rr[0].uploaded_at))
+    return _channeldata_entry(
+        newest.version,
+        {r.subdir for r, _ in kept},
+        max(int(rec.get("timestamp", 0) or 0) for _, rec in kept),
+        record.get("license"),
+        orjson.loads(newest.about) if newest.about else None,
+    )
+
+
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
 
-def _feed_group(renderer: SubdirRenderer, rows: list) -> None:
-    renderer.feed_name(rows[0][0], [(r[1], r[2], r[3]) for r in rows])
+def _feed_group(renderer: SubdirRenderer, rows: list, partials: dict[str, list]) -> None:
+    kept = renderer.feed_name(rows[0][0], [r[1:] for r in rows])
+    if kept:
+        vkeys = renderer.version_keys
+        # (subdir, version key, uploaded_at, version, newest timestamp, license, file id) of the newest
+        newest, record = max(kept, key=lambda rr: (vkeys[rr[0][2]], rr[0][4]))
+        partials[rows[0][0]] = [
+            renderer.subdir, vkeys[newest[2]], newest[4], newest[2],
+            max(int(d.get("timestamp", 0) or 0) for _, d in kept), record.get("license"), newest[5],
+        ]
 
 
-def _feed_sorted(renderer: SubdirRenderer, carry: list, part) -> list:  # noqa: ANN001 - a row batch
+def _feed_sorted(renderer: SubdirRenderer, carry: list, part, partials: dict[str, list]) -> list:  # noqa: ANN001
     """Feed complete name groups of a sorted batch; the last (maybe partial) group is carried."""
     rows = carry + list(part)
     start = 0
     for i in range(1, len(rows)):
         if rows[i][0] != rows[start][0]:
-            _feed_group(renderer, rows[start:i])
+            _feed_group(renderer, rows[start:i], partials)
             start = i
     return rows[start:]
 
 
-def _feed_groups(renderer: SubdirRenderer, groups: dict[str, list]) -> None:
+def _feed_groups(renderer: SubdirRenderer, groups: dict[str, list], partials: dict[str, list]) -> None:
     for name in sorted(groups):
         rows = sorted(groups[name], key=lambda r: r[1])
-        renderer.feed_name(name, [(r[1], r[2], r[3]) for r in rows])
+        if rows:
+            _feed_group(renderer, rows, partials)
+        else:
+            renderer.feed_name(name, [])
