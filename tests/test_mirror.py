@@ -18,6 +18,14 @@ BASE = "/api/channels/team/mirrors"
 
 
 @pytest.fixture
+def server(tmp_path: Path, database_url: str | None) -> Iterator[Server]:
+    """These tests run on SQLite and on PostgreSQL."""
+    s = Server(tmp_path / "data", database_url).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
 def upstream(tmp_path: Path) -> Iterator[UpstreamChannel]:
     """noarch: liba 1.0 and 2.0; linux-64: appb (needs liba >=2 and libz, which nobody has)."""
     up = UpstreamChannel(tmp_path / "up")
