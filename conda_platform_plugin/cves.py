@@ -419,3 +419,34 @@ class CveIndex:
 
     def affecting(self, conda_name: str, version: str, record: Mapping | None = None) -> list[Finding]:
         return [f for f in self.findings(conda_name, version, record) if f.affected]
+
+
+def artifact_report(index: CveIndex, name: str, files: Iterable[tuple[str, str, str, Mapping]]) -> dict:
+    """The advisories concerning one package, with each file's verdict: ``files`` are
+    (subdir, filename, version, record); what the artifact ``/cves`` endpoint answers."""
+    files = list(files)
+    by_id: dict[str, dict] = {}
+    per_file = []
+    eco = None
+    for subdir, filename, version, record in files:
+        eco = eco or ecosystem_of(name, record)
+        found = index.findings(name, version, record)
+        per_file.append({"subdir": subdir, "filename": filename, "version": version,
+                         "cves": [f.advisory.id for f in found if f.affected]})
+        for f in found:
+            entry = by_id.get(f.advisory.id)
+            if entry is None:
+                entry = by_id[f.advisory.id] = {**f.to_json(), "affected_files": [], "affected_versions": []}
+                entry.pop("affected")
+                entry.pop("fixed_version")
+            if f.affected:
+                entry["affected_files"].append({"subdir": subdir, "filename": filename, "version": version,
+                                                "fixed_version": f.fixed})
+                if version not in entry["affected_versions"]:
+                    entry["affected_versions"].append(version)
+    cves = sorted(by_id.values(), key=lambda c: (-(c["score"] or -1), c["id"]))
+    for c in cves:
+        c["affects_artifact"] = bool(c["affected_files"])
+    return {"name": name, "ecosystem": eco[0] if eco else None, "ecosystem_name": eco[1] if eco else None,
+            "advisories_known": len(index), "cves": cves, "total": len(cves),
+            "affecting": sum(1 for c in cves if c["affects_artifact"]), "files": per_file}

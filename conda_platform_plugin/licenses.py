@@ -360,3 +360,18 @@ def satisfiable(parsed, accept) -> bool:  # noqa: ANN001 - a license-expression 
 @lru_cache(maxsize=65536)
 def parsed_expression(expression: str):  # noqa: ANN201 - a license-expression node
     return spdx_list().licensing.parse(expression)
+
+
+def license_matches(text: str | None, query: str | None, family: str | None = None) -> bool:
+    """Search by meaning: ``query`` is an SPDX id/expression (every license it names must appear
+    in the normalised expression) or else a substring of the original text; ``family`` a family."""
+    info = normalize(text)
+    if family and family.upper() not in info.families and family.upper() != info.family:
+        return False
+    if not query:
+        return True
+    wanted = normalize(query)
+    if wanted.spdx is not None and info.spdx is not None:
+        keys = {k.lower() for k in spdx_list().licensing.license_keys(parsed_expression(info.spdx))}
+        return all(k.lower() in keys for k in spdx_list().licensing.license_keys(parsed_expression(wanted.spdx)))
+    return query.lower() in (text or "").lower()

@@ -152,6 +152,24 @@ class PolicyService:
             await ChannelStore.new_generation(conn, channel_id, summary)
         await self.platform.publisher.publish(channel_id)
 
+    async def import_cves(self, records: list) -> dict:
+        """Import advisories; channels whose policy has a CVE rule publish again when any changed."""
+        result = await self.cves.import_records(records)
+        if result["created"] or result["updated"]:
+            for stored in await self.store.list():
+                if "cve" in stored.policy.kinds:
+                    for cid in await self.store.channels_using(stored.id):
+                        await self._republish(cid, f"CVE data changed ({result['created']} new, "
+                                                   f"{result['updated']} updated advisories)")
+        return result
+
+    async def artifact_cves(self, name: str, rows: list) -> dict:
+        from conda_platform_plugin.cves import artifact_report
+
+        index = await self.cves.index()
+        return artifact_report(index, name, ((r.subdir, r.filename, r.version, orjson.loads(r.record))
+                                             for r in rows))
+
     async def policy_of_channel(self, channel: str) -> StoredPolicy | None:
         ch = await self.platform.channels.get(channel)
         pid = await self.store.channel_policy_id(ch.id)

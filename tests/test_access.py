@@ -27,7 +27,7 @@ EXPECT = {
     "public": dict(anonymous="ok", reader="ok", writer="ok", manager="ok", admin="ok", other="ok"),
     "authenticated": dict(anonymous="unauthorized", reader="ok", writer="ok", manager="ok", admin="ok", other="ok"),
 }
-for _attr in ("channels.create", "users.manage", "admin"):
+for _attr in ("channels.create", "users.manage", "policies.manage", "admin"):
     EXPECT[_attr] = dict(anonymous="unauthorized", reader="forbidden", writer="forbidden", manager="forbidden",
                          admin="ok", other="forbidden")
 for _perm in EXPECT.values():
@@ -36,7 +36,7 @@ for _perm in EXPECT.values():
 PARAMS = {"channel": "team", "subchannel": "sub", "type": "conda", "name": "pkg", "subdir": "linux-64",
           "filename": "missing-1.0-0.conda", "token_id": "999999", "user": "nobody",
           "tail": "team/noarch/repodata.json",
-          "mirror": "nomirror", "run": "1"}
+          "mirror": "nomirror", "run": "1", "policy": "nopolicy", "id": "CVE-0000-0"}
 #: bodies that every handler refuses after the check (400), so the table changes nothing
 BODY = {"bogus": True}
 
@@ -79,6 +79,18 @@ SPEC = {
     ("POST", "/api/users/{user}/grants"): "users.manage",
     ("POST", "/api/users/{user}/grants/revoke"): "users.manage",
     ("GET", "/api/audit"): "admin",
+    ("GET", "/api/policies"): "authenticated",
+    ("POST", "/api/policies"): "policies.manage",
+    ("GET", "/api/policies/{policy}"): "authenticated",
+    ("PATCH", "/api/policies/{policy}"): "policies.manage",
+    ("DELETE", "/api/policies/{policy}"): "policies.manage",
+    ("POST", "/api/policies/{policy}/apply"): "policies.manage",  # + manage on the target channel
+    ("POST", "/api/policies/{policy}/detach"): "policies.manage",  # + manage on the target channel
+    ("POST", "/api/policies/{policy}/preview"): "authenticated",  # + read on the channel, policies.manage for URLs
+    ("GET", "/api/channels/{channel}/policy"): "channel.read",
+    ("POST", "/api/cves"): "policies.manage",
+    ("GET", "/api/cves"): "public",
+    ("GET", "/api/cves/{id}"): "public",
     ("GET", "/api/openapi.json"): "public",
     ("GET", "/swagger/ui"): "public",
     ("GET", "/api/channels/{channel}/mirrors"): "channel.read",

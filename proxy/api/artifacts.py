@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 from aiohttp import web
+
+from conda_platform_plugin.licenses import normalize as normalize_license
 
 from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown
 from ..store.files import file_json
@@ -35,7 +38,9 @@ async def list_artifacts(request: web.Request) -> web.Response:
 @routes.route("GET", ONE, summary="Show an artifact", permission="channel.read", tag=TAG)
 async def get_artifact(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
-    return json_response(artifact_json(ch, rows))
+    out = artifact_json(ch, rows)
+    family = orjson.loads(rows[0].record).get("license_family")
+    return json_response({**out, "license_info": normalize_license(rows[0].license, family).to_json()})
 
 
 @routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown", permission="channel.read",
@@ -48,9 +53,9 @@ async def get_readme(request: web.Request) -> web.Response:
 
 @routes.route("GET", ONE + "/cves", summary="CVEs affecting the artifact", permission="channel.read", tag=TAG)
 async def get_cves(request: web.Request) -> web.Response:
-    _, rows = await _rows(request)
-    return json_response({"name": rows[0].name, "cves": [], "total": 0,
-                          "note": "no CVE data has been imported into this server"})
+    ch, rows = await _rows(request)
+    report = await platform_of(request).policy.artifact_cves(rows[0].name, rows)
+    return json_response({"channel": ch.name, "type": rows[0].type, **report})
 
 
 @routes.route("GET", ONE + "/files", summary="The artifact's package files", permission="channel.read", tag=TAG,

@@ -64,14 +64,17 @@ async def upload(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/api/channels/{channel}/files", summary="List package files", permission="channel.read",
               tag=TAG, query={"name": "package name", "type": "artifact type", "subdir": "conda subdir",
-                              "version": "version", "page": "page number", "per_page": "items per page"})
+                              "version": "version", "license": "SPDX license (normalised) or text",
+                              "license_family": "license family (MIT, BSD, GPL3 ...)", "page": "page number",
+                              "per_page": "items per page"})
 async def list_files(request: web.Request) -> web.Response:
     platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     page, per_page = paging(request)
     q = request.query
     rows, total = await platform.files.list(ch, name=q.get("name"), type_=q.get("type"), subdir=q.get("subdir"),
-                                            version=q.get("version"), page=page, per_page=per_page)
+                                            version=q.get("version"), page=page, per_page=per_page,
+                                            license=q.get("license"), license_family=q.get("license_family"))
     return json_response(paged([file_json(ch, r) for r in rows], total, page, per_page))
 
 

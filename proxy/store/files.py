@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
+from conda_platform_plugin.licenses import license_matches
+from conda_platform_plugin.licenses import normalize as normalize_license
 
 from .channels import Channel, ChannelStore
 from .db import Database
@@ -281,14 +283,22 @@ class FileStore:
                 )
             ).first()
 
+    async def _licenses(self, cond: sa.ColumnElement[bool], license: str | None, family: str | None) -> list[str]:
+        async with self.db.read() as conn:
+            strings = (await conn.execute(sa.select(files.c.license).where(cond).distinct())).scalars().all()
+        return [s for s in strings if license_matches(s, license, family)]
+
     async def list(self, channel: Channel, *, name: str | None = None, type_: str | None = None,
                    subdir: str | None = None, version: str | None = None, page: int = 1,
-                   per_page: int = 50) -> tuple[list[sa.Row], int]:
+                   per_page: int = 50, license: str | None = None,
+                   license_family: str | None = None) -> tuple[list[sa.Row], int]:
         cond = (files.c.channel_id == channel.id) & CURRENT
         for col, value in ((files.c.name, name), (files.c.type, type_), (files.c.subdir, subdir),
                            (files.c.version, version)):
             if value:
                 cond &= col == value
+        if license or license_family:  # by meaning: the license strings that normalise to a match
+            cond &= files.c.license.in_(await self._licenses(cond, license, license_family))
         async with self.db.read() as conn:
             total = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(cond))).scalar_one()
             rows = (
@@ -315,6 +325,7 @@ def file_json(channel: Channel, row: sa.Row) -> dict:
         "md5": m["md5"],
         "size": m["size"],
         "license": m["license"],
+        "license_info": normalize_license(m["license"], orjson.loads(m["record"]).get("license_family")).to_json(),
         "summary": m["summary"],
         "uploaded_at": iso_time(m["uploaded_at"]),
         "generation": m["added_gen"],
