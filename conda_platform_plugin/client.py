@@ -386,6 +386,57 @@ class PlatformClient:
     def delete_artifact(self, channel: str, name: str, type: str = "conda") -> dict:
         return self.request("DELETE", self._artifact(channel, name, type))
 
+    # -- mirrors -------------------------------------------------------------------------------
+    def _mirror(self, channel: str, name: str) -> str:
+        return f"{channel_base(channel)}/mirrors/{_q(name)}"
+
+    def list_mirrors(self, channel: str | None = None) -> dict:
+        """The mirrors of a channel, or every mirror you manage."""
+        return self._all(channel_base(channel) + "/mirrors") if channel else self._all("/api/mirrors")
+
+    def create_mirror(self, channel: str, name: str, source_url: str, **fields: Any) -> dict:
+        body = {"name": name, "source_url": source_url, **{k: v for k, v in fields.items() if v is not None}}
+        return self.request("POST", channel_base(channel) + "/mirrors", json_body=body)
+
+    def get_mirror(self, channel: str, name: str) -> dict:
+        return self._get(self._mirror(channel, name))
+
+    def update_mirror(self, channel: str, name: str, **changes: Any) -> dict:
+        return self.request("PATCH", self._mirror(channel, name), json_body=changes)
+
+    def delete_mirror(self, channel: str, name: str, *, remove_packages: bool = False) -> dict:
+        return self.request("DELETE", self._mirror(channel, name),
+                            query={"remove_packages": "true" if remove_packages else None})
+
+    def mirror_action(self, channel: str, name: str, action: str) -> dict:
+        """``run``, ``stop`` or ``restart``: the run it concerns."""
+        if action not in ("run", "stop", "restart"):
+            raise BadRequest(f"unknown mirror action {action!r}")
+        return self.request("POST", f"{self._mirror(channel, name)}/{action}")
+
+    def mirror_run(self, channel: str, name: str, run_id: int) -> dict:
+        return self._get(f"{self._mirror(channel, name)}/runs/{int(run_id)}")
+
+    def mirror_runs(self, channel: str, name: str, per_page: int = 20) -> dict:
+        return self._get(f"{self._mirror(channel, name)}/runs", per_page=per_page)
+
+    def mirror_packages(self, channel: str, name: str, *, state: str = "published", per_page: int = 50) -> dict:
+        return self._get(f"{self._mirror(channel, name)}/packages", state=state, per_page=per_page)
+
+    def dependency_report(self, channel: str, mirror: str | None = None, fmt: str = "json") -> Any:
+        """A mirror's (or the whole channel's) dependency report: a dict, or the CSV text."""
+        path = f"{self._mirror(channel, mirror)}/report" if mirror else f"{channel_base(channel)}/report"
+        if fmt == "json":
+            return self._get(path, format="json")
+        resp = self._open("GET", path, query={"format": fmt})
+        try:
+            raw = resp.read()
+            if not 200 <= resp.status < 300:
+                raise self._error(resp, raw)
+            return raw.decode()
+        finally:
+            resp.close()
+
     # -- search --------------------------------------------------------------------------------
     def search(self, query: str = "", *, channel: str | None = None, type: str | None = None,
                subdir: str | None = None, license: str | None = None, page: int = 1, per_page: int = 50) -> dict:

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import PlatformError
-from . import access, channels, packages, serve
+from . import access, channels, mirrors, packages, serve
 from .common import add_global_options, resolve_globals
 from .output import Output
 
@@ -27,6 +27,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     serve.register(sub)
     channels.register(sub)
     packages.register(sub)
+    mirrors.register(sub)
     access.register(sub)
     return parser
 
