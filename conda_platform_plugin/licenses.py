@@ -116,8 +116,10 @@ def _successor(sid: str) -> str:
 #: SPDX name covers, keyed by _key() (lowercase, alphanumerics and '+')
 ALIASES: dict[str, str] = {
     **dict.fromkeys(["gpl2", "gplv2", "gpl20", "gplversion2", "gnugplv2"], "GPL-2.0-only"),
-    **dict.fromkeys(["gpl>=2", "gpl>=20", "gplv2+", "gpl2+", "gnugeneralpubliclicensev2orlatergplv2+",
-                     "gpl+"], "GPL-2.0-or-later"),
+    **dict.fromkeys(["gpl>=2", "gpl>=20", "gplv2+", "gpl2+", "gnugeneralpubliclicensev2orlatergplv2+"],
+                    "GPL-2.0-or-later"),
+    "gpl+": "GPL-1.0-or-later",  # Fedora's spelling
+    "lgpl+": "LGPL-2.0-or-later",
     **dict.fromkeys(["gpl3", "gplv3", "gpl30", "gplversion3"], "GPL-3.0-only"),
     **dict.fromkeys(["gpl>=3", "gplv3+", "gpl3+", "gnugpl3+"], "GPL-3.0-or-later"),
     **dict.fromkeys(["lgpl2", "lgplv2", "lgpl20"], "LGPL-2.0-only"),
@@ -147,6 +149,11 @@ ALIASES: dict[str, str] = {
     **dict.fromkeys(["ofl", "ofl11", "silopenfontlicenseversion11"], "OFL-1.1"),
     "zlib": "Zlib",
     "zliblibpng": "Zlib",
+    "bzip2": "bzip2-1.0.6",
+    "zopepublic": "ZPL-2.1",
+    "freetype": "FTL",
+    "perlartistic": "Artistic-1.0-Perl",
+    "netbsd": "BSD-2-Clause",
     "tcltk": "TCL",
     "tcl": "TCL",
     "uiuclicense": "NCSA",
