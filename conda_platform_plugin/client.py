@@ -486,6 +486,52 @@ class PlatformClient:
         return self._get("/api/audit", actor=actor, page=page, per_page=per_page)
 
 
+    # -- policies and CVEs ---------------------------------------------------------------------
+    def list_policies(self) -> dict:
+        return self._get("/api/policies")
+
+    def get_policy(self, name: str) -> dict:
+        return self._get(f"/api/policies/{_q(name)}")
+
+    def create_policy(self, policy: dict) -> dict:
+        return self.request("POST", "/api/policies", json_body=policy)
+
+    def update_policy(self, name: str, **changes: Any) -> dict:
+        return self.request("PATCH", f"/api/policies/{_q(name)}", json_body=changes)
+
+    def delete_policy(self, name: str) -> dict:
+        return self.request("DELETE", f"/api/policies/{_q(name)}")
+
+    def apply_policy(self, name: str, channel: str, mirror: str | None = None, *, detach: bool = False) -> dict:
+        body = {"channel": channel.strip("/"), **({"mirror": mirror} if mirror else {})}
+        return self.request("POST", f"/api/policies/{_q(name)}/{'detach' if detach else 'apply'}", json_body=body)
+
+    def preview_policy(self, name: str, *, channel: str | None = None, url: str | None = None,
+                       subdirs: Sequence[str] | None = None, rules: list | None = None, limit: int = 1000) -> dict:
+        body: dict[str, Any] = {"limit": limit}
+        if channel:
+            body["channel"] = channel.strip("/")
+        if url:
+            body["url"] = url
+        if subdirs:
+            body["subdirs"] = list(subdirs)
+        if rules is not None:
+            body["rules"] = rules
+        return self.request("POST", f"/api/policies/{_q(name)}/preview", json_body=body)
+
+    def import_cves(self, records: list[dict]) -> dict:
+        return self.request("POST", "/api/cves", json_body={"records": records})
+
+    def list_cves(self, **query: Any) -> dict:
+        return self._get("/api/cves", **query)
+
+    def get_cve(self, ident: str) -> dict:
+        return self._get(f"/api/cves/{_q(ident)}")
+
+    def artifact_cves(self, channel: str, name: str, type: str = "conda") -> dict:
+        return self._get(self._artifact(channel, name, type) + "/cves")
+
+
 __all__ = [
     "ARTIFACT_TYPES", "BadResponse", "ClientError", "DownloadCorrupt", "LocalFileError", "PlatformClient",
     "ServerTimeout", "ServerUnreachable", "channel_base", "file_ref",

@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import PlatformError
-from . import access, channels, mirrors, packages, serve
+from . import access, channels, cves, mirrors, packages, policies, serve
 from .common import add_global_options, resolve_globals
 from .output import Output
 
@@ -29,6 +29,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     packages.register(sub)
     mirrors.register(sub)
     access.register(sub)
+    policies.register(sub)
+    cves.register(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..client import ARTIFACT_TYPES, LocalFileError
 from ..errors import BadRequest
 from .common import client, command, confirm, group
+from .cves import register_package_cves
 from .output import Output, human_size
 
 CHANNEL_HELP = "channel: CH or CH/SUB"
@@ -65,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME", help="package name")
     p.add_argument("--version", help="this version instead of the newest")
     _type(p)
+
+    register_package_cves(sub, CHANNEL_HELP, _type)
 
     p = command(sub, "download", download, "download package files, verified against their sha256")
     p.add_argument("channel", metavar="CH", help=CHANNEL_HELP)
