@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 import rattler
 import requests
@@ -24,7 +23,6 @@ from conftest import Api, Server
 from upstream import UpstreamChannel
 
 from conda_platform_plugin.errors import UpstreamError
-from proxy.store.files import NewFile
 
 MB = 1 << 20
 BIG = "big-1.0-0.conda"
@@ -53,25 +51,6 @@ def up(upstream: UpstreamChannel) -> Iterator[UpstreamChannel]:
     upstream.clear_faults()
 
 
-def passive_rows(channel: UpstreamChannel) -> list[NewFile]:
-    """What a passive mirror run stores: the upstream records, each with its upstream URL, no blob."""
-    rows = []
-    for subdir in ("noarch", "linux-64"):
-        path = channel.root / subdir / "repodata.json"
-        if not path.exists():
-            continue
-        repodata = orjson.loads(path.read_bytes())
-        for key in ("packages", "packages.conda"):
-            for filename, rec in repodata.get(key, {}).items():
-                rows.append(NewFile(
-                    type="conda", subdir=subdir, filename=filename, name=rec["name"], version=rec["version"],
-                    build=rec["build"], sha256=rec["sha256"], md5=rec["md5"], size=rec["size"],
-                    record=orjson.dumps(rec, option=orjson.OPT_SORT_KEYS), license=rec.get("license", ""),
-                    mirror_id=None, source_url=f"{channel.url}/{subdir}/{filename}",
-                ))
-    return rows
-
-
 def publish_passive(server: Server, channel: UpstreamChannel, name: str = "mirror") -> str:
     """Create channel ``name`` holding the upstream's files passively; returns its repository URL."""
     Api(server).post("/api/channels", 201, json={"name": name})
@@ -79,7 +58,7 @@ def publish_passive(server: Server, channel: UpstreamChannel, name: str = "mirro
     async def go() -> None:
         platform = server.platform
         ch = await platform.channels.get(name)
-        await platform.files.add(ch, passive_rows(channel), "passive mirror")
+        await platform.files.add(ch, channel.passive_files(), "passive mirror")
         await platform.publisher.publish(ch.id)
 
     server.call(go())
@@ -125,6 +104,12 @@ def _answers(url: str) -> bool:
         return False
 
 
+def committed(server: Server, sha256: str) -> None:
+    """Clients get their last bytes once the body is verified; the fsync and commit follow."""
+    wait_until(lambda: server.platform.blobs.exists(sha256))
+    wait_until(lambda: list((server.data_dir / "cache" / "inflight").iterdir()) == [])
+
+
 def no_leftovers(server: Server, sha256: str) -> None:
     assert not server.platform.blobs.exists(sha256)
     assert list((server.data_dir / "cache" / "inflight").iterdir()) == []
@@ -142,7 +127,7 @@ def test_first_request_fetches_and_later_ones_are_local(server: Server, up: Upst
     assert first.status_code == 200 and first.content == expected(up)
     assert first.headers["Content-Length"] == str(len(expected(up)))
     assert up.hits[f"noarch/{BIG}"] == 1
-    assert server.platform.blobs.exists(sha256_of(up))
+    committed(server, sha256_of(up))
     second = requests.get(url, timeout=60)
     assert second.content == expected(up)
     ranged = requests.get(url, headers={"Range": "bytes=10-19"}, timeout=60)
@@ -154,12 +139,13 @@ def test_range_on_a_missing_blob_fetches_then_serves_the_range(server: Server, u
                                                                repo: str) -> None:
     r = requests.get(f"{repo}/noarch/{BIG}", headers={"Range": "bytes=100-199"}, timeout=60)
     assert r.status_code == 206 and r.content == expected(up)[100:200]
-    assert server.platform.blobs.exists(sha256_of(up)) and up.hits[f"noarch/{BIG}"] == 1
+    assert server.platform.blobs.exists(sha256_of(up)) and up.hits[f"noarch/{BIG}"] == 1  # fetched first
 
 
 def test_a_file_without_blob_or_source_is_still_a_404(server: Server, up: UpstreamChannel, repo: str) -> None:
     sha = sha256_of(up)
     requests.get(f"{repo}/noarch/{BIG}", timeout=60)
+    committed(server, sha)
     server.platform.blobs.remove(sha)
 
     async def forget_source() -> None:
@@ -354,7 +340,7 @@ def test_two_server_processes_fetch_once(server: Server, up: UpstreamChannel, se
     bodies = asyncio.run(clients())
     assert len(bodies) == 10 and all(b == expected(up) for b in bodies)
     assert up.hits[rel] == 1
-    assert server.platform.blobs.exists(sha)
+    committed(server, sha)
 
 
 # -- a real conda client ---------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 from builders import build_conda_package
 from rattler.index import index_fs
+
+from proxy.store.files import NewFile
 
 CHUNK = 64 * 1024
 
@@ -70,6 +73,25 @@ class UpstreamChannel:
     def index(self) -> None:
         """(Re)write repodata.json, .zst and shards with py-rattler, as a real channel has them."""
         asyncio.run(index_fs(self.root, write_zst=True, write_shards=True, force=True))
+
+    def passive_files(self, subdirs: tuple[str, ...] = ("noarch", "linux-64")) -> list[NewFile]:
+        """The file rows a passive mirror of this channel stores: the upstream's own records
+        (from its repodata.json), each with its upstream URL and no blob."""
+        rows = []
+        for subdir in subdirs:
+            path = self.root / subdir / "repodata.json"
+            if not path.exists():
+                continue
+            repodata = orjson.loads(path.read_bytes())
+            for key in ("packages", "packages.conda"):
+                for filename, rec in repodata.get(key, {}).items():
+                    rows.append(NewFile(
+                        type="conda", subdir=subdir, filename=filename, name=rec["name"], version=rec["version"],
+                        build=rec["build"], sha256=rec["sha256"], md5=rec["md5"], size=rec["size"],
+                        record=orjson.dumps(rec, option=orjson.OPT_SORT_KEYS), license=rec.get("license") or "",
+                        mirror_id=None, source_url=f"{self.url}/{subdir}/{filename}",
+                    ))
+        return rows
 
     @property
     def url(self) -> str:

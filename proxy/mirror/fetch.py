@@ -23,8 +23,9 @@ import hashlib
 import logging
 import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: bytes kept from clients until the body is verified (a client never sees a complete wrong file)
 HOLD_BACK = 64 * 1024
 READ_CHUNK = 1 << 20
+#: bytes received but not yet hashed and written, at most (then receiving waits)
+MAX_QUEUED = 8 << 20
 #: how often a process that follows another process's download looks at its part file
 POLL = 0.02
 _NO_LIMIT = 1 << 42
@@ -57,6 +60,8 @@ class Download:
         #: renames it into the blob store (readers take a dup() of it while the download runs)
         self.fd = fd
         self.written = 0
+        #: size and sha256 match the record: readers may send the tail (the commit follows)
+        self.verified = False
         self.done = False
         self.error: PlatformError | None = None
         self.task: asyncio.Task | None = None
@@ -152,8 +157,8 @@ class Fetcher:
 
     async def _stream_local(self, request: web.Request, d: Download, size: int,
                             headers: dict[str, str]) -> web.StreamResponse:
-        """Stream a download of this process to one client as its bytes land."""
-        fd = os.dup(d.fd)
+        """Stream a download of this process to one client as its bytes land (sendfile from the part file)."""
+        part = open(os.dup(d.fd), "rb", buffering=0)  # noqa: SIM115 - closed below; same inode after the commit
         resp = web.StreamResponse(headers=headers)
         try:
             while d.written == 0 and not d.done:
@@ -168,12 +173,11 @@ class Fetcher:
             while sent < size:
                 if d.error is not None:
                     return _cut(request, resp, d.error)
-                ready = min(d.written, size) if d.done else min(d.written, size - HOLD_BACK)
+                ready = min(d.written, size) if d.verified else min(d.written, size - HOLD_BACK)
                 if sent < ready:
-                    chunk = os.pread(fd, min(ready - sent, READ_CHUNK), sent)  # page cache: just written
-                    await resp.write(chunk)
-                    sent += len(chunk)
-                elif d.done:  # verified, but shorter than the record says: never a complete download
+                    await _sendfile(request, part, sent, ready - sent)
+                    sent = ready
+                elif d.verified:  # verified, but shorter than the record says: never a complete download
                     return _cut(request, resp, UpstreamError(f"{redact(d.url)} has {d.written} bytes, not {size}"))
                 else:
                     await d.changed()
@@ -182,7 +186,7 @@ class Fetcher:
         except ConnectionError:  # the client went away; the download goes on for the others
             return resp
         finally:
-            os.close(fd)
+            part.close()
 
     async def _stream_other(self, request: web.Request, sha256: str, size: int,
                             headers: dict[str, str]) -> web.StreamResponse | None:
@@ -269,7 +273,7 @@ class Fetcher:
                 _unlock(lock_fd, lock)
                 return None
             self._remove_stale_part(lock_fd)
-            writer = HashingWriter(self.inflight, size if size is not None else _NO_LIMIT)
+            writer = HashingWriter(self.inflight, size if size is not None else _NO_LIMIT, md5=False)
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, writer.path.name.encode(), 0)
             read_fd = os.open(writer.path, os.O_RDONLY)
@@ -283,27 +287,38 @@ class Fetcher:
 
     async def _run(self, d: Download, writer: HashingWriter, lock_fd: int, lock: Path) -> None:
         shown = redact(d.url)
+        # One worker thread hashes and writes the chunks in order while the loop receives the next
+        # ones (hashlib and file writes release the GIL): receiving and hashing overlap.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")
+        pending: deque[tuple[asyncio.Future, int]] = deque()
         try:
             try:
                 async with self.upstream.get(d.url) as resp:
                     if d.size is not None and resp.content_length not in (None, d.size):
                         raise UpstreamError(f"upstream has {resp.content_length} bytes for {shown}, the record says "
                                             f"{d.size}", detail={"url": shown})
+                    loop = asyncio.get_running_loop()
+                    queued = 0
                     async for chunk in resp.content.iter_any():
-                        writer.write(chunk)
-                        writer.flush()  # followers read the part file
-                        d.written += len(chunk)
-                        d.progressed()
-                blob = await asyncio.to_thread(writer.finish)
+                        pending.append((loop.run_in_executor(pool, _absorb, writer, chunk), len(chunk)))
+                        queued += len(chunk)
+                        while pending and (pending[0][0].done() or queued > MAX_QUEUED):
+                            queued -= await self._landed(d, pending)
+                while pending:
+                    await self._landed(d, pending)
             except TooLarge as e:
                 raise UpstreamError(f"upstream sent more than the {d.size} bytes of the record for {shown}",
                                     detail={"url": shown}) from e
-            if (d.size is not None and blob.size != d.size) or blob.sha256 != d.sha256:
-                blob.discard()
+            digest = writer.hexdigest()
+            if (d.size is not None and writer.size != d.size) or digest != d.sha256:
                 raise UpstreamError(f"upstream sent bytes that do not match the record for {shown} "
-                                    f"(sha256 {blob.sha256}, {blob.size} bytes)", detail={"url": shown})
+                                    f"(sha256 {digest}, {writer.size} bytes)", detail={"url": shown})
+            d.verified = True  # the clients get their last bytes while the blob is fsynced and committed
+            d.progressed()
+            blob = await asyncio.to_thread(writer.finish)
             await asyncio.to_thread(self.blobs.commit, blob)
         except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
+            await asyncio.gather(*(f for f, _ in pending), return_exceptions=True)  # no write after the abort
             writer.abort()
             d.error = e if isinstance(e, PlatformError) else UpstreamError(
                 f"the download of {shown} stopped: {e.__class__.__name__}", detail={"url": shown})
@@ -311,11 +326,22 @@ class Fetcher:
             if not isinstance(e, Exception):
                 raise
         finally:
+            pool.shutdown(wait=False)
             d.done = True
             self._downloads.pop(d.sha256, None)
             os.close(d.fd)
             _unlock(lock_fd, lock)
             d.progressed()
+
+    @staticmethod
+    async def _landed(d: Download, pending: deque[tuple[asyncio.Future, int]]) -> int:
+        """Wait for the oldest queued chunk to be in the part file; readers may send it now."""
+        future, size = pending[0]
+        await future
+        pending.popleft()
+        d.written += size
+        d.progressed()
+        return size
 
     # -- the cross-process lock ----------------------------------------------------------------
     def _lock_path(self, sha256: str) -> Path:
@@ -383,6 +409,20 @@ def _unlock(fd: int, path: Path) -> None:
     """Unlink while still holding the lock, so lock files do not pile up (see _try_lock)."""
     path.unlink(missing_ok=True)
     os.close(fd)
+
+
+def _absorb(writer: HashingWriter, chunk: bytes) -> None:
+    """Hash and write one chunk (in the download's worker thread)."""
+    writer.write(chunk)
+    writer.flush()  # readers in other processes tail the part file
+
+
+async def _sendfile(request: web.Request, file, offset: int, count: int) -> None:  # noqa: ANN001 - a binary file
+    """Send a range of a file after the headers (as aiohttp's FileResponse does; asyncio falls back
+    to read+write where the transport cannot sendfile)."""
+    if request.transport is None or request.transport.is_closing():
+        raise ConnectionResetError("the client went away")
+    await asyncio.get_running_loop().sendfile(request.transport, file, offset, count)
 
 
 def _again(error: PlatformError) -> PlatformError:

@@ -35,13 +35,14 @@ class TempBlob:
 class HashingWriter:
     """Write a stream to a temp file while hashing it and enforcing a size limit."""
 
-    def __init__(self, tmp_dir: Path, max_bytes: int):
+    def __init__(self, tmp_dir: Path, max_bytes: int, *, md5: bool = True):
+        """``md5=False``: bytes whose record already has an md5 (fetches) skip that second hash."""
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="upload-")
         self._file = os.fdopen(fd, "wb")
         self.path = Path(name)
         self.max_bytes = max_bytes
         self._sha256 = hashlib.sha256()
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5() if md5 else None
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
@@ -50,8 +51,13 @@ class HashingWriter:
             self.abort()
             raise TooLarge(f"file is larger than the limit of {self.max_bytes} bytes", detail={"limit": self.max_bytes})
         self._sha256.update(chunk)
-        self._md5.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
         self._file.write(chunk)
+
+    def hexdigest(self) -> str:
+        """The sha256 of the bytes written so far (a check before the fsync of finish())."""
+        return self._sha256.hexdigest()
 
     def flush(self) -> None:
         """Hand the bytes written so far to the OS, for readers that tail the temp file."""
@@ -61,7 +67,7 @@ class HashingWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        return TempBlob(self.path, self._sha256.hexdigest(), self._md5.hexdigest(), self.size)
+        return TempBlob(self.path, self._sha256.hexdigest(), self._md5.hexdigest() if self._md5 else "", self.size)
 
     def abort(self) -> None:
         if not self._file.closed:
