@@ -10,6 +10,7 @@ are scored with the ``cvss`` library; an advisory's score is the one of its newe
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cvss import CVSS2, CVSS3, CVSS4
@@ -328,12 +330,28 @@ def parse_documents(data: bytes, filename: str = "") -> list[dict]:
                 doc = yaml.safe_load(data)
     except yaml.YAMLError as e:
         raise BadRequest(f"{filename or 'document'} is neither JSON nor YAML: {e}") from None
+    doc = _plain(doc)
     if isinstance(doc, Mapping) and isinstance(doc.get("vulns"), list):
         doc = doc["vulns"]
     docs = doc if isinstance(doc, list) else [doc]
     if not all(isinstance(d, Mapping) for d in docs):
         raise BadRequest(f"{filename or 'document'} does not hold OSV records")
     return [dict(d) for d in docs]
+
+
+def _plain(value: Any) -> Any:
+    """YAML reads unquoted times as datetimes: OSV means the RFC 3339 text, as JSON would carry it."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
 
 
 def _wanted(name: str) -> bool:

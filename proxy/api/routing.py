@@ -133,11 +133,16 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 async def json_body(request: web.Request, max_bytes: int = 1 << 20) -> dict:
     if request.content_length and request.content_length > max_bytes:
         raise TooLarge(f"request body larger than {max_bytes} bytes")
-    raw = await request.content.read(max_bytes + 1)
+    raw = bytearray()
+    while len(raw) <= max_bytes:  # read(n) returns what has arrived, not n bytes: read to the end
+        chunk = await request.content.read(max_bytes + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
     if len(raw) > max_bytes:
         raise TooLarge(f"request body larger than {max_bytes} bytes")
     try:
-        body = orjson.loads(raw or b"{}")
+        body = orjson.loads(bytes(raw) or b"{}")
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
