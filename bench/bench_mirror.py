@@ -134,7 +134,8 @@ async def measure(url: str, args: argparse.Namespace) -> list[dict]:
                 fig = run.figures
                 rows.append({"step": label, "records": fig.get("records_published"), "added": fig.get("added"),
                              "generation": run.generation, "seconds": round(took, 2), "goal_s": goal,
-                             "ok": took <= goal, **mem.figures()})
+                             "ok": took <= goal, **mem.figures(),
+                             "steps_s": " ".join(f"{k}={v:.1f}" for k, v in fig.get("seconds", {}).items())})
         finally:
             await platform.mirrors.engine.shutdown()
             await platform.close()

@@ -63,6 +63,7 @@ class LiveRun:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    step_started: float | None = None
 
 
 class MirrorEngine:
@@ -264,7 +265,8 @@ class MirrorEngine:
         except Exception as e:  # noqa: BLE001 - a run never takes the server down
             log.exception("mirror run %s failed", live.run_id)
             status, reason = "failed", f"internal error: {e.__class__.__name__}: {e}"
-        live.status, live.step = status, status
+        self._step(live, status, "")
+        live.status = status
         live.description = {"completed": "completed", "stopped": "stopped on request"}.get(status, reason)
         try:
             await self.store.update_run(live.run_id, status=status, step=status, description=live.description,
@@ -299,7 +301,12 @@ class MirrorEngine:
 
     @staticmethod
     def _step(live: LiveRun, step: str, description: str) -> None:
-        live.step, live.description = step, description
+        """Enter a step; the seconds spent in each kind of step are part of the figures."""
+        now = time.monotonic()
+        seconds = live.figures.setdefault("seconds", {})
+        if live.step_started is not None:
+            seconds[live.step] = round(seconds.get(live.step, 0.0) + now - live.step_started, 3)
+        live.step, live.description, live.step_started = step, description, now
 
     async def _steps(self, live: LiveRun, mirror: Mirror) -> None:
         fig = live.figures
@@ -370,9 +377,8 @@ class MirrorEngine:
                                                                    mirror_id=mirror.id),
                     generation)
                 for fn in sync.conflicts:
-                    rec = prepared.records[fn]
-                    prepared.filtered.append({"filename": fn, "name": str(rec.get("name") or ""),
-                                              "version": str(rec.get("version") or ""), "rule": "conflict",
+                    _, name, version, *_ = prepared.kept[fn]
+                    prepared.filtered.append({"filename": fn, "name": name, "version": version, "rule": "conflict",
                                               "reason": "the channel already has a file of this name from "
                                                         "elsewhere (an upload or another mirror)"})
                     prepared.by_rule["conflict"] += 1
@@ -380,10 +386,10 @@ class MirrorEngine:
                                                                   mirror_filtered.c.subdir == index.subdir))
                 await MirrorStore.add_filtered(conn, mirror.id, index.subdir, prepared.filtered)
                 published = len(prepared.wanted) - len(sync.conflicts)
-                fig["subdirs"][index.subdir].update(records=len(prepared.records), published=published,
+                fig["subdirs"][index.subdir].update(records=prepared.seen, published=published,
                                                     filtered=len(prepared.filtered), added=sync.added,
                                                     removed=sync.removed)
-                fig["records_seen"] += len(prepared.records)
+                fig["records_seen"] += prepared.seen
                 fig["records_published"] += published
                 fig["records_filtered"] += len(prepared.filtered)
                 fig["added"] += sync.added

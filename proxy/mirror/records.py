@@ -23,8 +23,10 @@ NO_SHA256 = "record has no sha256: it cannot be stored content-addressed"
 @dataclass
 class Prepared:
     subdir: str
-    records: dict[str, dict]  # every upstream record, by filename (.tar.bz2 and .conda)
     info: dict
+    seen: int = 0  # upstream records (.tar.bz2 and .conda)
+    #: kept filename -> (canonical record, name, version, build, sha256, md5, size, license)
+    kept: dict[str, tuple] = field(default_factory=dict)
     wanted: dict[str, bytes] = field(default_factory=dict)  # kept filename -> record digest
     filtered: list[dict] = field(default_factory=list)  # mirror_filtered rows (without mirror/subdir)
     by_rule: Counter = field(default_factory=Counter)
@@ -36,6 +38,8 @@ def canonical(record: dict) -> bytes:
 
 
 def prepare(index: Index, policy: object | None) -> Prepared:
+    """Parse, filter (sha256, policy) and reduce to what rows need; the parsed dicts are dropped
+    record by record as they are reduced, so the peak is about one parsed copy of the subdir."""
     doc = index.parse()
     records: dict[str, dict] = {}
     for key in ("packages", "packages.conda"):
@@ -44,21 +48,27 @@ def prepare(index: Index, policy: object | None) -> Prepared:
             records.update(part)
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
     del doc
-    out = Prepared(index.subdir, records, info)
-    valid: dict[str, dict] = {}
-    for fn, rec in records.items():
-        if not isinstance(rec, dict) or split_conda_filename(fn) is None or "/" in fn:
+    out = Prepared(index.subdir, info, seen=len(records))
+    for fn in [fn for fn, rec in records.items()
+               if not isinstance(rec, dict) or not rec.get("sha256") or split_conda_filename(fn) is None]:
+        rec = records.pop(fn)
+        if not isinstance(rec, dict) or split_conda_filename(fn) is None:
             _filter(out, fn, rec if isinstance(rec, dict) else {}, "invalid", "not a conda package record")
-        elif not rec.get("sha256"):
-            _filter(out, fn, rec, "sha256", NO_SHA256)
         else:
-            valid[fn] = rec
+            _filter(out, fn, rec, "sha256", NO_SHA256)
     if policy is not None:
-        verdicts = policy.exclusions(index.subdir, valid, None)  # type: ignore[attr-defined] - contract A
+        verdicts = policy.exclusions(index.subdir, records, None)  # type: ignore[attr-defined] - contract A
         for fn, verdict in verdicts.items():
-            if fn in valid:
-                _filter(out, fn, valid.pop(fn), verdict.rule, verdict.reason)
-    out.wanted = {fn: record_digest(canonical(rec)) for fn, rec in valid.items()}
+            if fn in records:
+                _filter(out, fn, records.pop(fn), verdict.rule, verdict.reason)
+    kept, wanted = out.kept, out.wanted
+    while records:
+        fn, rec = records.popitem()
+        raw = canonical(rec)
+        wanted[fn] = record_digest(raw)
+        kept[fn] = (raw, str(rec.get("name") or ""), str(rec.get("version") or ""), str(rec.get("build") or ""),
+                    str(rec["sha256"]), str(rec.get("md5") or ""), int(rec.get("size") or 0),
+                    str(rec.get("license") or ""))
     return out
 
 
@@ -72,15 +82,10 @@ def _filter(out: Prepared, fn: str, rec: dict, rule: str, reason: str) -> None:
 
 def new_files(prepared: Prepared, names: list[str], *, source: str, repodata_url: str, mirror_id: int) -> list[NewFile]:
     """File rows (without blobs) for some kept records."""
+    subdir, info, kept = prepared.subdir, prepared.info, prepared.kept
     rows = []
     for fn in names:
-        rec = prepared.records[fn]
-        raw = canonical(rec)
-        rows.append(NewFile(
-            type="conda", subdir=prepared.subdir, filename=fn, name=str(rec.get("name") or ""),
-            version=str(rec.get("version") or ""), build=str(rec.get("build") or ""),
-            sha256=str(rec["sha256"]), md5=str(rec.get("md5") or ""), size=int(rec.get("size") or 0),
-            record=raw, license=str(rec.get("license") or ""), mirror_id=mirror_id,
-            source_url=file_url(source, prepared.subdir, repodata_url, prepared.info, fn),
-        ))
+        raw, name, version, build, sha256, md5, size, license_ = kept[fn]
+        rows.append(NewFile("conda", subdir, fn, name, version, build, sha256, md5, size, raw, None, None, license_,
+                            "", mirror_id, file_url(source, subdir, repodata_url, info, fn)))
     return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import operator
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,8 @@ class NewFile:
     source_url: str | None = None
 
 
-_NEWFILE_FIELDS = tuple(NewFile.__dataclass_fields__)  # asdict() deep-copies: too slow for 500,000 rows
+_NEWFILE_FIELDS = tuple(NewFile.__dataclass_fields__)
+_NEWFILE_VALUES = operator.attrgetter(*_NEWFILE_FIELDS)  # asdict() deep-copies: too slow for 500,000 rows
 
 
 def record_digest(record: bytes) -> bytes:
@@ -247,12 +249,18 @@ class FileStore:
             return result
         gen = await generation()
         await self._mark_removed(conn, removed, gen)
-        now = time.time()
+        extra = (channel_id, time.time(), gen)
+        columns = (*_NEWFILE_FIELDS, "channel_id", "uploaded_at", "added_gen")
+        # SQLite: the driver's executemany with plain tuples, twice as fast as Core's per-row processing
+        raw_sql = (f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+                   if self.db.is_sqlite else None)
         for i in range(0, len(added), batch):
-            rows = await asyncio.to_thread(
-                lambda names: [{**{k: getattr(f, k) for k in _NEWFILE_FIELDS}, "channel_id": channel_id,
-                                "uploaded_at": now, "added_gen": gen} for f in rows_for(names)], added[i:i + batch])
-            await conn.execute(files.insert(), rows)
+            rows = await asyncio.to_thread(lambda names: [_NEWFILE_VALUES(f) + extra for f in rows_for(names)],
+                                           added[i:i + batch])
+            if raw_sql:
+                await conn.exec_driver_sql(raw_sql, rows)
+            else:
+                await conn.execute(files.insert(), [dict(zip(columns, r)) for r in rows])
         return result
 
     # -- reads ---------------------------------------------------------------------------------
