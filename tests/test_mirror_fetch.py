@@ -7,6 +7,7 @@ the upstream's own repodata.json with ``source_url`` set and no blob, then one p
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import socket
 import subprocess
@@ -225,6 +226,31 @@ def test_bytes_reach_clients_before_the_upstream_finishes(server: Server, up: Up
     assert body == expected(up)
 
 
+def test_a_client_that_leaves_does_not_stop_the_download(server: Server, up: UpstreamChannel, repo: str) -> None:
+    up.fault(f"noarch/{BIG}", "slow", chunk_delay=0.01)
+    with requests.get(f"{repo}/noarch/{BIG}", stream=True, timeout=60) as r:
+        assert r.status_code == 200
+        next(r.iter_content(1024))
+    # the client hung up after its first bytes; the download goes on and is committed
+    committed(server, sha256_of(up))
+    assert requests.get(f"{repo}/noarch/{BIG}", timeout=60).content == expected(up)
+    assert up.hits[f"noarch/{BIG}"] == 1
+
+
+def test_a_download_stopped_midway_keeps_nothing(server: Server, up: UpstreamChannel, repo: str) -> None:
+    """What the platform's close() does to downloads still running (after aiohttp's graceful shutdown)."""
+    up.fault(f"noarch/{BIG}", "slow", chunk_delay=0.02)
+    sha = sha256_of(up)
+    with requests.get(f"{repo}/noarch/{BIG}", stream=True, timeout=60) as r:
+        next(r.iter_content(1024))
+        server.call(server.platform.fetcher.close())
+        with pytest.raises(requests.exceptions.RequestException):
+            b"".join(r.iter_content(64 * 1024))  # the client's download is cut short
+    no_leftovers(server, sha)
+    up.clear_faults()
+    assert try_download(f"{repo}/noarch/{BIG}") == (200, expected(up))
+
+
 # -- bad bodies, failing and slow upstreams ------------------------------------------------------
 
 
@@ -341,6 +367,25 @@ def test_two_server_processes_fetch_once(server: Server, up: UpstreamChannel, se
     assert len(bodies) == 10 and all(b == expected(up) for b in bodies)
     assert up.hits[rel] == 1
     committed(server, sha)
+
+
+def test_ensure_blob_waits_for_another_process(server: Server, up: UpstreamChannel, second_process: str) -> None:
+    repo = publish_passive(server, up)
+    sha, rel, size = sha256_of(up), f"noarch/{BIG}", len(expected(up))
+    gate = up.fault(rel, "hold")
+    theirs = requests.Session()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        their_download = pool.submit(lambda: theirs.get(f"{repo.replace(server.url, second_process)}/{rel}",
+                                                        timeout=60))
+        wait_until(lambda: up.hits[rel] == 1)  # the other process leads
+        ours = asyncio.run_coroutine_threadsafe(
+            server.platform.fetcher.ensure_blob(f"{up.url}/{rel}", sha, size), server._loop)
+        wait_until(lambda: server.platform.fetcher.waiting[sha] == 1)
+        assert not ours.done()
+        gate.release()
+        ours.result(60)
+        assert their_download.result().content == expected(up)
+    assert up.hits[rel] == 1 and server.platform.blobs.path(sha).read_bytes() == expected(up)
 
 
 # -- a real conda client ---------------------------------------------------------------------------

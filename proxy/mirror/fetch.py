@@ -24,8 +24,9 @@ import logging
 import os
 import re
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from aiohttp import web
@@ -93,7 +94,7 @@ class Fetcher:
         #: a download led by another process that shows no progress for this long is given up
         self.stall_timeout = upstream.connect_timeout + upstream.read_timeout
         self._downloads: dict[str, Download] = {}
-        #: sha256 → clients being answered by respond() right now (what an operator or a test can watch)
+        #: sha256 → callers of respond() and ensure_blob() right now (what an operator or a test can watch)
         self.waiting: Counter[str] = Counter()
 
     async def close(self) -> None:
@@ -110,16 +111,17 @@ class Fetcher:
         Raises UpstreamError (502) / UpstreamTimeout (504); nothing is stored on failure.
         """
         watch = _Stall(self.stall_timeout)
-        while not self.blobs.exists(sha256):
-            download = self._start(url, sha256, size)
-            if download is not None:
-                await download.result()
-                return
-            if self.blobs.exists(sha256):
-                return
-            # another process downloads it: wait for its end (then it is there, or we try ourselves)
-            watch.check(self._holder_progress(sha256), sha256)
-            await asyncio.sleep(POLL)
+        with self._waiting(sha256):
+            while not self.blobs.exists(sha256):
+                download = self._start(url, sha256, size)
+                if download is not None:
+                    await download.result()
+                    return
+                if self.blobs.exists(sha256):
+                    return
+                # another process downloads it: wait for its end (then it is there, or we try ourselves)
+                watch.check(self._holder_progress(sha256), sha256)
+                await asyncio.sleep(POLL)
 
     # -- the blob, streamed to a client --------------------------------------------------------
     async def respond(self, request: web.Request, row, headers: Mapping[str, str] | None = None  # noqa: ANN001
@@ -134,8 +136,7 @@ class Fetcher:
         if "Range" in request.headers:  # a part of a file we do not have yet: fetch it, then serve the part
             await self.ensure_blob(row.source_url, row.sha256, row.size)
             return web.FileResponse(blob, headers=headers)
-        self.waiting[row.sha256] += 1
-        try:
+        with self._waiting(row.sha256):
             watch = _Stall(self.stall_timeout)
             while True:
                 if blob.is_file():
@@ -150,10 +151,16 @@ class Fetcher:
                     return resp
                 watch.check(self._holder_progress(row.sha256), row.sha256)
                 await asyncio.sleep(POLL)
+
+    @contextmanager
+    def _waiting(self, sha256: str) -> Iterator[None]:
+        self.waiting[sha256] += 1
+        try:
+            yield
         finally:
-            self.waiting[row.sha256] -= 1
-            if self.waiting[row.sha256] <= 0:
-                del self.waiting[row.sha256]
+            self.waiting[sha256] -= 1
+            if self.waiting[sha256] <= 0:
+                del self.waiting[sha256]
 
     async def _stream_local(self, request: web.Request, d: Download, size: int,
                             headers: dict[str, str]) -> web.StreamResponse:
@@ -291,9 +298,10 @@ class Fetcher:
         # ones (hashlib and file writes release the GIL): receiving and hashing overlap.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")
         pending: deque[tuple[asyncio.Future, int]] = deque()
+        committing: asyncio.Future | None = None
         try:
             try:
-                async with self.upstream.get(d.url) as resp:
+                async with self.upstream.get(d.url, {"Accept-Encoding": "identity"}) as resp:
                     if d.size is not None and resp.content_length not in (None, d.size):
                         raise UpstreamError(f"upstream has {resp.content_length} bytes for {shown}, the record says "
                                             f"{d.size}", detail={"url": shown})
@@ -315,10 +323,12 @@ class Fetcher:
                                     f"(sha256 {digest}, {writer.size} bytes)", detail={"url": shown})
             d.verified = True  # the clients get their last bytes while the blob is fsynced and committed
             d.progressed()
-            blob = await asyncio.to_thread(writer.finish)
-            await asyncio.to_thread(self.blobs.commit, blob)
+            committing = asyncio.ensure_future(asyncio.to_thread(self._commit, writer))
+            await asyncio.shield(committing)
         except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
-            await asyncio.gather(*(f for f, _ in pending), return_exceptions=True)  # no write after the abort
+            # the worker threads end first: no write or rename races the abort (a no-op after a commit)
+            await asyncio.gather(*(f for f, _ in pending), *([committing] if committing else []),
+                                 return_exceptions=True)
             writer.abort()
             d.error = e if isinstance(e, PlatformError) else UpstreamError(
                 f"the download of {shown} stopped: {e.__class__.__name__}", detail={"url": shown})
@@ -332,6 +342,9 @@ class Fetcher:
             os.close(d.fd)
             _unlock(lock_fd, lock)
             d.progressed()
+
+    def _commit(self, writer: HashingWriter) -> None:
+        self.blobs.commit(writer.finish())
 
     @staticmethod
     async def _landed(d: Download, pending: deque[tuple[asyncio.Future, int]]) -> int:
