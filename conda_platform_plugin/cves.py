@@ -340,17 +340,14 @@ def parse_documents(data: bytes, filename: str = "") -> list[dict]:
 
 
 def _plain(value: Any) -> Any:
-    """YAML reads unquoted times as datetimes: OSV means the RFC 3339 text, as JSON would carry it."""
+    """YAML reads unquoted times as datetimes: OSV means text (RFC 3339 allows the space separator),
+    so a YAML record and its JSON twin import as the same record."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, dt.date):
-        return value.isoformat()
+    if isinstance(value, dt.date):  # "2023-11-14 21:15:00+00:00", as json.dump(default=str) writes it
+        return str(value)
     return value
 
 
