@@ -84,7 +84,7 @@ class CondaPackage:
     readme: str | None = None
 
 
-def _invalid(filename: str, message: str, **detail: Any) -> InvalidPackage:
+def invalid_package(filename: str, message: str, **detail: Any) -> InvalidPackage:
     return InvalidPackage(f"{filename}: {message}", detail={"filename": filename, **detail})
 
 
@@ -93,7 +93,7 @@ def _split(path: str) -> list[str]:
     return [p for p in re.split(r"[/\\]", path) if p not in ("", ".")]
 
 
-def _unsafe_reason(path: str) -> str | None:
+def unsafe_reason(path: str) -> str | None:
     """Why ``path`` may not appear in a package (None when it is fine)."""
     if not path or path in (".", "./"):
         return "an empty path"
@@ -161,7 +161,7 @@ class _Reader:
             raise self._too_large(member)
         fh = tar.extractfile(member)
         if fh is None:  # pragma: no cover - only regular files reach here
-            raise _invalid(self.filename, f"{member.name} is not a regular file", member=member.name)
+            raise invalid_package(self.filename, f"{member.name} is not a regular file", member=member.name)
         data = fh.read(self.max + 1)
         if len(data) > self.max:  # pragma: no cover - header size already checked
             raise self._too_large(member)
@@ -169,13 +169,13 @@ class _Reader:
 
     def visit(self, tar: tarfile.TarFile, member: tarfile.TarInfo, component: str | None) -> None:
         name = member.name
-        reason = _unsafe_reason(name)
+        reason = unsafe_reason(name)
         if reason:
-            raise _invalid(self.filename, f"unsafe member path {name!r} ({reason})", member=name)
+            raise invalid_package(self.filename, f"unsafe member path {name!r} ({reason})", member=name)
         if component == "info" and not name.startswith("info/"):
-            raise _invalid(self.filename, f"member {name!r} outside info/ in the info component", member=name)
+            raise invalid_package(self.filename, f"member {name!r} outside info/ in the info component", member=name)
         if component == "pkg" and name.startswith("info/"):
-            raise _invalid(self.filename, f"member {name!r} of info/ in the pkg component", member=name)
+            raise invalid_package(self.filename, f"member {name!r} of info/ in the pkg component", member=name)
         self.names.append(name)
         if member.isdir():
             return
@@ -183,9 +183,9 @@ class _Reader:
             self.symlinks[name.rstrip("/")] = member.linkname
             return
         if member.islnk():
-            reason = _unsafe_reason(member.linkname)
+            reason = unsafe_reason(member.linkname)
             if reason:
-                raise _invalid(
+                raise invalid_package(
                     self.filename,
                     f"hardlink {name!r} points outside the package ({member.linkname!r}: {reason})",
                     member=name,
@@ -193,17 +193,17 @@ class _Reader:
             self.hardlinks[name] = member.linkname
             return
         if member.ischr() or member.isblk():
-            raise _invalid(self.filename, f"device file {name!r} is not allowed in a package", member=name)
+            raise invalid_package(self.filename, f"device file {name!r} is not allowed in a package", member=name)
         if member.isfifo():
-            raise _invalid(self.filename, f"FIFO {name!r} is not allowed in a package", member=name)
+            raise invalid_package(self.filename, f"FIFO {name!r} is not allowed in a package", member=name)
         if not member.isreg():
-            raise _invalid(self.filename, f"member {name!r} has unsupported type {member.type!r}", member=name)
+            raise invalid_package(self.filename, f"member {name!r} has unsupported type {member.type!r}", member=name)
 
         is_json = name.startswith("info/") and name.count("/") == 1 and name.endswith(".json")
         if is_json or name == "info/files":
             data = self._read_small(tar, member)
             if name in self.meta:
-                raise _invalid(self.filename, f"{name} appears twice in the archive", member=name)
+                raise invalid_package(self.filename, f"{name} appears twice in the archive", member=name)
             self.meta[name] = data
         elif _README.match(name):
             if member.size > self.max:
@@ -220,7 +220,7 @@ class _Reader:
         for name, target in self.symlinks.items():
             parts = _split(posixpath.dirname(name)) + _split(target)
             if target[:1] in ("/", "\\") or _DRIVE.match(target) or _resolve(parts, self.symlinks) is None:
-                raise _invalid(
+                raise invalid_package(
                     self.filename, f"symlink {name!r} -> {target!r} points outside the package (or loops)", member=name
                 )
         if not self.symlinks:
@@ -228,10 +228,10 @@ class _Reader:
         for name in self.names:
             parent = _split(posixpath.dirname(name.rstrip("/")))
             if parent and _resolve(parent, self.symlinks) is None:
-                raise _invalid(self.filename, f"member {name!r} is written through a symlink outside the package")
+                raise invalid_package(self.filename, f"member {name!r} is written through a symlink outside the package")
         for name, target in self.hardlinks.items():
             if _resolve(_split(target), self.symlinks) is None:
-                raise _invalid(
+                raise invalid_package(
                     self.filename, f"hardlink {name!r} -> {target!r} points outside the package", member=name
                 )
 
@@ -246,24 +246,24 @@ def _members(fh: IO[bytes], filename: str, ext: str) -> Iterator[tuple[tarfile.T
     with zipfile.ZipFile(fh) as zf:
         names = zf.namelist()
         for zname in names:
-            reason = _unsafe_reason(zname)
+            reason = unsafe_reason(zname)
             if reason:
-                raise _invalid(filename, f"unsafe zip member path {zname!r} ({reason})", member=zname)
+                raise invalid_package(filename, f"unsafe zip member path {zname!r} ({reason})", member=zname)
         for component in ("info", "pkg"):
             want = f"{component}-{stem}.tar.zst"
             if names.count(want) != 1:
                 found = [n for n in names if n.startswith(f"{component}-")]
-                raise _invalid(
+                raise invalid_package(
                     filename,
                     f"a .conda must hold exactly one {want} (found {found or 'none'})",
                     components=found,
                 )
             others = [n for n in names if n != want and n.startswith(f"{component}-{stem}")]
             if others:
-                raise _invalid(filename, f"unexpected extra component(s) {others}", components=others)
+                raise invalid_package(filename, f"unexpected extra component(s) {others}", components=others)
         bad = zf.testzip()  # CRC of every zip member, so no corrupt byte goes unread
         if bad is not None:
-            raise _invalid(filename, f"is truncated or corrupt (bad CRC in {bad})", member=bad)
+            raise invalid_package(filename, f"is truncated or corrupt (bad CRC in {bad})", member=bad)
         for component in ("info", "pkg"):
             for tar, member in package_streaming.stream_conda_component(filename, fh, component, zf=zf):
                 yield tar, member, component
@@ -273,26 +273,26 @@ def _load_json(filename: str, member: str, data: bytes) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise _invalid(filename, f"{member} is not valid JSON ({e})", member=member) from None
+        raise invalid_package(filename, f"{member} is not valid JSON ({e})", member=member) from None
 
 
 def _check_index(filename: str, index: Any, fn_parts: tuple[str, str, str, str]) -> None:
     if not isinstance(index, dict):
-        raise _invalid(filename, "info/index.json is not a JSON object")
+        raise invalid_package(filename, "info/index.json is not a JSON object")
     for key in ("name", "version", "build", "subdir"):
         if not isinstance(index.get(key), str) or not index[key]:
-            raise _invalid(filename, f"info/index.json has no {key} string", field=key)
+            raise invalid_package(filename, f"info/index.json has no {key} string", field=key)
     bn = index.get("build_number")
     if not isinstance(bn, int) or isinstance(bn, bool) or bn < 0:
-        raise _invalid(filename, f"info/index.json build_number must be a non-negative integer, not {bn!r}")
+        raise invalid_package(filename, f"info/index.json build_number must be a non-negative integer, not {bn!r}")
     for key in ("depends", "constrains"):
         value = index.get(key)
         if value is not None and not (isinstance(value, list) and all(isinstance(s, str) for s in value)):
-            raise _invalid(filename, f"info/index.json {key} must be a list of strings", field=key)
+            raise invalid_package(filename, f"info/index.json {key} must be a list of strings", field=key)
     name, version, build, _ = fn_parts
     for key, from_fn in (("name", name), ("version", version), ("build", build)):
         if index[key] != from_fn:
-            raise _invalid(
+            raise invalid_package(
                 filename,
                 f"info/index.json {key} {index[key]!r} does not match the file name's {key} {from_fn!r}",
                 field=key,
@@ -300,7 +300,7 @@ def _check_index(filename: str, index: Any, fn_parts: tuple[str, str, str, str])
                 filename_value=from_fn,
             )
     if index["subdir"] not in KNOWN_SUBDIRS:
-        raise _invalid(
+        raise invalid_package(
             filename, f"info/index.json subdir {index['subdir']!r} is not a known conda subdir", field="subdir"
         )
 
@@ -312,16 +312,16 @@ def _paths(filename: str, meta: dict[str, bytes]) -> list[dict[str, Any]]:
         if not isinstance(paths, list) or not all(
             isinstance(p, dict) and isinstance(p.get("_path"), str) for p in paths
         ):
-            raise _invalid(filename, "info/paths.json has no list of paths with a _path each")
+            raise invalid_package(filename, "info/paths.json has no list of paths with a _path each")
     elif "info/files" in meta:
         text = meta["info/files"].decode("utf-8", errors="surrogateescape")
         paths = [{"_path": line.strip()} for line in text.splitlines() if line.strip()]
     else:
         return []
     for p in paths:
-        reason = _unsafe_reason(p["_path"])
+        reason = unsafe_reason(p["_path"])
         if reason:
-            raise _invalid(filename, f"unsafe path {p['_path']!r} in the package's file list ({reason})")
+            raise invalid_package(filename, f"unsafe path {p['_path']!r} in the package's file list ({reason})")
     return paths
 
 
@@ -335,35 +335,35 @@ def read_conda_package(
     """
     fn_parts = split_conda_filename(filename)
     if fn_parts is None or "/" in filename or "\\" in filename:
-        raise _invalid(filename, "not a conda package file name: expected name-version-build.conda or .tar.bz2")
+        raise invalid_package(filename, "not a conda package file name: expected name-version-build.conda or .tar.bz2")
     ext = fn_parts[3]
     reader = _Reader(filename, max_metadata_bytes)
     with open(path, "rb") as fh:
         head = fh.read(4)
         fh.seek(0)
         if ext == ".conda" and not head.startswith(_ZIP_MAGIC):
-            raise _invalid(filename, "is not an archive: a .conda package must be a zip file")
+            raise invalid_package(filename, "is not an archive: a .conda package must be a zip file")
         if ext == ".tar.bz2" and not head.startswith(_BZ2_MAGIC):
-            raise _invalid(filename, "is not an archive: a .tar.bz2 package must be a bzip2-compressed tar file")
+            raise invalid_package(filename, "is not an archive: a .tar.bz2 package must be a bzip2-compressed tar file")
         try:
             for tar, member, component in _members(fh, filename, ext):
                 reader.visit(tar, member, component)
         except PlatformError:
             raise
         except _STREAM_ERRORS as e:
-            raise _invalid(filename, f"is truncated or corrupt ({type(e).__name__}: {e})") from None
+            raise invalid_package(filename, f"is truncated or corrupt ({type(e).__name__}: {e})") from None
     reader.check_links()
 
     meta = reader.meta
     if "info/index.json" not in meta:
-        raise _invalid(filename, "has no info/index.json")
+        raise invalid_package(filename, "has no info/index.json")
     index = _load_json(filename, "info/index.json", meta["info/index.json"])
     _check_index(filename, index, fn_parts)
     about: Any = {}
     if "info/about.json" in meta:
         about = _load_json(filename, "info/about.json", meta["info/about.json"])
         if not isinstance(about, dict):
-            raise _invalid(filename, "info/about.json is not a JSON object")
+            raise invalid_package(filename, "info/about.json is not a JSON object")
     readme = reader.readme[2].decode("utf-8", errors="replace") if reader.readme else None
     return CondaPackage(
         filename=filename,
