@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import json
 import shutil
 import subprocess
@@ -145,7 +146,7 @@ def _received(platform: Platform, package: Path) -> Received:
     return Received(package.name, writer.finish())
 
 
-def _shard_has(platform: Platform, cid: int, gen: int, name: str, filename: str) -> bool:
+async def _shard_has(platform: Platform, cid: int, gen: int, name: str, filename: str) -> bool:
     """Is ``filename`` in the CEP-16 shard of ``name`` in the rendered generation?"""
     dctx = zstandard.ZstdDecompressor()
     index_path = platform.publisher.subdir_dir(cid, SUBDIR, gen) / "repodata_shards.msgpack.zst"
@@ -153,8 +154,10 @@ def _shard_has(platform: Platform, cid: int, gen: int, name: str, filename: str)
     digest = index["shards"].get(name)
     if digest is None:
         return False
-    shard_path = platform.publisher.shards_dir(cid, SUBDIR) / f"{digest.hex()}.msgpack.zst"
-    shard = msgpack.unpackb(dctx.decompress(shard_path.read_bytes()))
+    data = await platform.publisher.shard(cid, SUBDIR, gen, digest.hex())
+    if data is None or hashlib.sha256(data).digest() != digest:
+        return False
+    shard = msgpack.unpackb(dctx.decompress(data))
     return filename in shard["packages.conda"] or filename in shard["packages"]
 
 
@@ -216,7 +219,7 @@ async def _measure(args: argparse.Namespace, setup: dict) -> list[dict]:
             assert new_gen == result["generation"] == before_gen + 1, (new_gen, result["generation"], before_gen)
             after = platform.publisher.subdir_dir(cid, SUBDIR, new_gen) / "repodata.json"
             name = result["files"][0].name
-            present = _shard_has(platform, cid, new_gen, name, package.name)
+            present = await _shard_has(platform, cid, new_gen, name, package.name)
             grew = after.stat().st_size - before_size
             rows.append({
                 "what": f"upload → published ({label})",

@@ -69,8 +69,10 @@ async def repo(request: web.Request) -> web.StreamResponse:
         name = rest[2]
         if gen is None or not name.endswith(".msgpack.zst") or len(name) != 64 + 12:
             raise _not_served(f"{rest[0]}/shards/{name}")
-        check_filename(name)
-        return _file(platform.publisher.shards_dir(served.id, rest[0]) / name, "application/zstd", IMMUTABLE)
+        data = await platform.publisher.shard(served.id, rest[0], gen, name[:64])
+        if data is None:
+            raise _not_served(f"{rest[0]}/shards/{name}")
+        return _shard_response(request, name[:64], data)
     raise _not_served("/".join(rest) or "the channel root")
 
 
@@ -94,6 +96,14 @@ async def _subdir_file(request: web.Request, platform: Platform, served: Served,
             return await platform.fetcher.respond(request, row, PACKAGE_HEADERS)
         raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
     return _file(path, "application/octet-stream", PACKAGE_CACHE)
+
+
+def _shard_response(request: web.Request, digest: str, data: bytes) -> web.Response:
+    """A CEP-16 shard: bytes of a render's shard pack; its sha256 is its name and its strong ETag."""
+    headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE, "Content-Type": "application/zstd"}
+    if any(tag.strip() in (f'"{digest}"', "*") for tag in request.headers.get("If-None-Match", "").split(",")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=data, headers=headers)
 
 
 def _file(path, content_type: str, cache: str) -> web.FileResponse:  # noqa: ANN001 - a Path

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 from conda_platform_plugin.versions import version_key
 
 from .db import Database
-from .render import Previous, SubdirRenderer, render_empty
+from .render import PACK, Previous, SubdirRenderer, render_empty, shard_locations
 from .tables import channels, files, renders
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ BATCH = 5000
 #: above this share of a subdir's names changed, a full render is cheaper than splicing
 FULL_RENDER_SHARE = 0.25
 ANALYZE_AFTER = 10_000
+#: shard maps (digest -> where in which pack) of this many renders are kept in memory for serving
+SHARD_MAPS = 16
 
 
 # Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
@@ -55,6 +59,7 @@ class Publisher:
         self.db = db
         self.root = index_root
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._shards: dict[tuple[int, str, int], dict[str, tuple[int, int, int]]] = {}  # recent renders'
         self.listeners: list = []  # callables(channel_id) told after each publish
         #: the channel's publish-time policy (Platform sets it): its exclusions leave uploaded files
         #: (``mirror_id IS NULL``) out of the rendered indexes; ``None``: nothing is filtered
@@ -63,8 +68,21 @@ class Publisher:
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
         return self.root / str(channel_id) / subdir / str(gen)
 
-    def shards_dir(self, channel_id: int, subdir: str) -> Path:
-        return self.root / str(channel_id) / subdir / "shards"
+    async def shard(self, channel_id: int, subdir: str, gen: int, hexdigest: str) -> bytes | None:
+        """The bytes of a CEP-16 shard of the subdir's render ``gen``, or None when it has no such shard."""
+        key = (channel_id, subdir, gen)
+        locations = self._shards.get(key)
+        if locations is None:
+            prev = await asyncio.to_thread(Previous.load, self.subdir_dir(channel_id, subdir, gen))
+            locations = shard_locations(prev.layout) if prev is not None else {}
+            while len(self._shards) >= SHARD_MAPS:
+                self._shards.pop(next(iter(self._shards)))
+            self._shards[key] = locations
+        loc = locations.get(hexdigest)
+        if loc is None:
+            return None
+        pack_gen, offset, length = loc
+        return await asyncio.to_thread(_pread, self.subdir_dir(channel_id, subdir, pack_gen) / PACK, offset, length)
 
     def channeldata_path(self, channel_id: int, gen: int) -> Path:
         return self.root / str(channel_id) / "channeldata" / f"{gen}.json"
@@ -179,16 +197,15 @@ class Publisher:
         """Render one subdir; returns (records, channeldata partials of the names fed, all its names,
         whether it was a full render)."""
         out = self.subdir_dir(cid, subdir, gen)
-        shards = self.shards_dir(cid, subdir)
         fingerprint = policy.fingerprint if policy is not None else None
         if not names and previous is None and not force:
-            return (await asyncio.to_thread(render_empty, out, shards, subdir, fingerprint)).records, {}, [], True
+            return (await asyncio.to_thread(render_empty, out, gen, subdir, fingerprint)).records, {}, [], True
         full = force or previous is None or len(names) > FULL_RENDER_SHARE * max(1, len(previous.names))
         exclude = None
         if policy is not None:
             def exclude(records, _subdir=subdir, _policy=policy):  # noqa: ANN001, ANN202
                 return _policy.exclusions(_subdir, records).keys()
-        renderer = SubdirRenderer(out, shards, subdir, previous, full=full, exclude=exclude, policy=fingerprint)
+        renderer = SubdirRenderer(out, gen, subdir, previous, full=full, exclude=exclude, policy=fingerprint)
         cols = (files.c.name, files.c.filename, files.c.record, files.c.version, files.c.mirror_id,
                 files.c.uploaded_at, files.c.id)
         base = (
@@ -199,7 +216,14 @@ class Publisher:
         partials: dict[str, list] = {}
         try:
             async with self.db.read() as conn:
-                if full:
+                sqlite_path = self.db.engine.url.database if self.db.is_sqlite else None
+                if full and sqlite_path and sqlite_path != ":memory:":
+                    # SQLite: the rows straight from the driver in the render's thread (1.4 s through
+                    # the async adapter and SQLAlchemy's rows for 500,000 records; 0.7 s this way)
+                    compiled = base.order_by(files.c.name, files.c.filename).compile(dialect=self.db.engine.dialect)
+                    params = [compiled.params[k] for k in compiled.positiontup or ()]
+                    await asyncio.to_thread(_feed_from_sqlite, sqlite_path, str(compiled), params, renderer, partials)
+                elif full:
                     query = base.order_by(files.c.name, files.c.filename)
                     result = await conn.stream(query.execution_options(yield_per=BATCH))
                     carry: list = []
@@ -358,6 +382,17 @@ def _entry_from_rows(rows: list, policy: CompiledPolicy | None) -> dict | None:
     )
 
 
+def _pread(path: Path, offset: int, length: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+    if len(data) != length:
+        raise OSError(f"{path} is shorter than its layout says")
+    return data
+
+
 def _chunks(items: list, n: int):
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -366,12 +401,16 @@ def _chunks(items: list, n: int):
 def _feed_group(renderer: SubdirRenderer, rows: list, partials: dict[str, list]) -> None:
     kept = renderer.feed_name(rows[0][0], [r[1:] for r in rows])
     if kept:
+        current = renderer.current
+        newest, record = max((rr for rr in kept if rr[0][2] in current), key=lambda rr: rr[0][4])
+        version = newest[2]
         vkeys = renderer.version_keys
+        if version not in vkeys:
+            vkeys[version] = version_key(version)
         # (subdir, version key, uploaded_at, version, newest timestamp, license, file id) of the newest
-        newest, record = max(kept, key=lambda rr: (vkeys[rr[0][2]], rr[0][4]))
         partials[rows[0][0]] = [
-            renderer.subdir, vkeys[newest[2]], newest[4], newest[2],
-            max(int(d.get("timestamp", 0) or 0) for _, d in kept), record.get("license"), newest[5],
+            renderer.subdir, vkeys[version], newest[4], version,
+            max(int(d.get("timestamp") or 0) for _, d in kept), record.get("license"), newest[5],
         ]
 
 
@@ -384,6 +423,22 @@ def _feed_sorted(renderer: SubdirRenderer, carry: list, part, partials: dict[str
             _feed_group(renderer, rows[start:i], partials)
             start = i
     return rows[start:]
+
+
+def _feed_from_sqlite(path: str, sql: str, params: list, renderer: SubdirRenderer,
+                      partials: dict[str, list]) -> None:
+    """A full render's rows, read by a connection of its own (WAL: a consistent snapshot)."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        con.execute("PRAGMA busy_timeout=30000")
+        cur = con.execute(sql, params)
+        carry: list = []
+        while part := cur.fetchmany(BATCH):
+            carry = _feed_sorted(renderer, carry, part, partials)
+        if carry:
+            _feed_group(renderer, carry, partials)
+    finally:
+        con.close()
 
 
 def _feed_groups(renderer: SubdirRenderer, groups: dict[str, list], partials: dict[str, list]) -> None:
