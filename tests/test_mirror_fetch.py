@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import socket
 import subprocess
@@ -325,18 +326,25 @@ def test_a_slow_upstream_is_a_504_within_the_timeout(tmp_path: Path, up: Upstrea
 
 @pytest.fixture
 def second_process(server: Server) -> Iterator[str]:
-    """The same data dir served by a second, separate server process."""
+    """The same data dir served by a second, separate server process (its URL)."""
+    with _serve_process(server.data_dir) as (url, _proc):
+        yield url
+
+
+@contextlib.contextmanager
+def _serve_process(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).with_name("conda-platform")
-    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--data-dir", str(server.data_dir)],
+    proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--data-dir", str(data_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: proc.poll() is None and _answers(f"http://127.0.0.1:{port}/api/channels"), timeout=60)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         proc.wait(30)
 
 
@@ -366,6 +374,54 @@ def test_two_server_processes_fetch_once(server: Server, up: UpstreamChannel, se
     bodies = asyncio.run(clients())
     assert len(bodies) == 10 and all(b == expected(up) for b in bodies)
     assert up.hits[rel] == 1
+    committed(server, sha)
+
+
+def test_a_bad_body_fetched_by_another_process_fails_our_clients_too(server: Server, up: UpstreamChannel,
+                                                                      second_process: str) -> None:
+    repo = publish_passive(server, up)
+    sha, rel, size = sha256_of(up), f"noarch/{BIG}", len(expected(up))
+    fault = up.fault(rel, "wrong", wait=True, times=1)
+
+    async def clients() -> list[bytes | None]:
+        async with aiohttp.ClientSession() as session:
+            async def one(base: str) -> bytes | None:
+                try:
+                    async with session.get(f"{base}/{rel}") as r:
+                        return await r.read() if r.status == 200 else None
+                except aiohttp.ClientError:
+                    return None
+
+            theirs = asyncio.create_task(one(repo.replace(server.url, second_process)))
+            while up.hits[rel] < 1:
+                await asyncio.sleep(0.01)
+            ours = [asyncio.create_task(one(repo)) for _ in range(3)]
+            while server.platform.fetcher.waiting[sha] < 3:
+                await asyncio.sleep(0.01)
+            fault.release()
+            return await asyncio.gather(theirs, *ours)
+
+    for body in asyncio.run(clients()):
+        assert body is None or len(body) < size  # nobody completes a download of the wrong bytes
+    assert up.hits[rel] == 1
+    no_leftovers(server, sha)
+    assert try_download(f"{repo}/{rel}") == (200, expected(up))
+
+
+def test_a_leader_process_that_dies_is_taken_over(server: Server, up: UpstreamChannel) -> None:
+    repo = publish_passive(server, up)
+    sha, rel = sha256_of(up), f"noarch/{BIG}"
+    gate = up.fault(rel, "hold")
+    with _serve_process(server.data_dir) as (other, proc), concurrent.futures.ThreadPoolExecutor(4) as pool:
+        pool.submit(try_download, f"{repo.replace(server.url, other)}/{rel}")
+        wait_until(lambda: up.hits[rel] == 1)  # the other process leads, and waits for the upstream
+        ours = [pool.submit(try_download, f"{repo}/{rel}") for _ in range(3)]
+        wait_until(lambda: server.platform.fetcher.waiting[sha] == 3)
+        proc.kill()  # its flock goes with it; its part file stays behind
+        proc.wait(30)
+        gate.release()
+        assert [f.result(60) for f in ours] == [(200, expected(up))] * 3
+    assert up.hits[rel] == 2  # one of our clients started the download again
     committed(server, sha)
 
 

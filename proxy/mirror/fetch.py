@@ -45,6 +45,8 @@ READ_CHUNK = 1 << 20
 MAX_QUEUED = 8 << 20
 #: how often a process that follows another process's download looks at its part file
 POLL = 0.02
+#: a followed part file that stops growing this long makes the follower check that its writer lives
+DEAD_CHECK = 1.0
 _NO_LIMIT = 1 << 42
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -251,6 +253,10 @@ class Fetcher:
                     if resp is None:
                         return None
                     return _cut(request, resp, UpstreamError(f"the download of {sha256} failed in another process"))
+                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(sha256):
+                    if resp is None:
+                        return None  # the caller starts the download again
+                    return _cut(request, resp, UpstreamError(f"the process downloading {sha256} died"))
                 await asyncio.sleep(POLL)
         except ConnectionError:
             return resp
@@ -376,6 +382,17 @@ class Fetcher:
         except FileNotFoundError:
             return -1
 
+    def _clear_dead_leader(self, sha256: str) -> bool:
+        """True when no process holds the lock any more although its part file is there (the
+        process died, the kernel released its flock): the part file is removed."""
+        lock = self._lock_path(sha256)
+        fd = _try_lock(lock)
+        if fd is None:
+            return False
+        self._remove_stale_part(fd)
+        _unlock(fd, lock)
+        return True
+
     def _remove_stale_part(self, lock_fd: int) -> None:
         """A part file named by the lock we now hold belongs to a leader that died."""
         name = os.pread(lock_fd, 4096, 0).decode(errors="replace").strip()
@@ -390,6 +407,9 @@ class _Stall:
         self.timeout = timeout
         self.seen: int | None = None
         self.since = 0.0
+
+    def idle(self) -> float:
+        return asyncio.get_running_loop().time() - self.since
 
     def check(self, progress: int, sha256: str) -> None:
         now = asyncio.get_running_loop().time()
