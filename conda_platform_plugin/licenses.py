@@ -370,15 +370,17 @@ def parsed_expression(expression: str):  # noqa: ANN201 - a license-expression n
 
 
 def license_matches(text: str | None, query: str | None, family: str | None = None) -> bool:
-    """Search by meaning: ``query`` is an SPDX id/expression (every license it names must appear
-    in the normalised expression) or else a substring of the original text; ``family`` a family."""
+    """Search by meaning: ``query`` matches when every license of its SPDX normalisation appears in
+    the text's normalised expression, or as a substring of the original text; ``family`` a family."""
     info = normalize(text)
     if family and family.upper() not in info.families and family.upper() != info.family:
         return False
     if not query:
         return True
+    if query.lower() in (text or "").lower():
+        return True
     wanted = normalize(query)
-    if wanted.spdx is not None and info.spdx is not None:
-        keys = {k.lower() for k in spdx_list().licensing.license_keys(parsed_expression(info.spdx))}
-        return all(k.lower() in keys for k in spdx_list().licensing.license_keys(parsed_expression(wanted.spdx)))
-    return query.lower() in (text or "").lower()
+    if wanted.spdx is None or info.spdx is None:
+        return False
+    keys = {k.lower() for k in spdx_list().licensing.license_keys(parsed_expression(info.spdx))}
+    return all(k.lower() in keys for k in spdx_list().licensing.license_keys(parsed_expression(wanted.spdx)))

@@ -266,3 +266,7 @@ def test_license_information_in_responses_and_license_search(team: Api) -> None:
     assert [x["name"] for x in found["items"]] == ["app"]
     found = api.get("/api/channels/team/files", params={"license_family": "MIT"}).json()
     assert sorted({x["name"] for x in found["items"]}) == ["good", "pip"]
+    hits = api.get("/api/search", params={"license": "BSD-3-Clause"}).json()["items"]
+    assert [h["name"] for h in hits] == ["app"]  # its license is written "BSD 3-Clause"
+    hits = api.get("/api/search", params={"license": "GPL-3.0-only"}).json()["items"]
+    assert [h["name"] for h in hits] == ["gpl"]

@@ -11,6 +11,7 @@ import fnmatch
 import sqlalchemy as sa
 
 from conda_platform_plugin.access import Identity
+from conda_platform_plugin.licenses import license_matches
 
 from .artifacts import newest_versions
 from .channels import readable_condition
@@ -65,8 +66,11 @@ class SearchIndex:
             cond &= files.c.type == type_
         if subdir:
             cond &= files.c.subdir == subdir
-        if license:
-            cond &= sa.func.lower(files.c.license).like(f"%{_like_escape(license.lower())}%", escape="\\")
+        if license:  # by meaning (SPDX normalisation) or as text: the license strings that match
+            async with self.db.read() as conn:
+                strings = (await conn.execute(sa.select(files.c.license).where(files.c.removed_gen.is_(None))
+                                              .distinct())).scalars().all()
+            cond &= files.c.license.in_([s for s in strings if license_matches(s, license)])
         grouped = (
             sa.select(
                 channels.c.name.label("channel"), files.c.type, files.c.name,
