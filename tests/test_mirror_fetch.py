@@ -299,6 +299,23 @@ def test_an_upstream_error_status_is_a_502(server: Server, up: UpstreamChannel, 
     assert try_download(f"{repo}/noarch/{BIG}") == (200, expected(up))
 
 
+def test_an_upstream_token_never_shows_in_errors(server: Server, tmp_path: Path) -> None:
+    private = UpstreamChannel(tmp_path / "private", token="s3cr3t-token")
+    private.add("big", files={"share/big/data.bin": os.urandom(100_000)})
+    private.index()
+    private.start()
+    try:
+        repo = publish_passive(server, private, "private-mirror")
+        assert try_download(f"{repo}/noarch/{BIG}") == (200, (private.root / "noarch" / BIG).read_bytes())
+        committed(server, sha256_of(private))
+        server.platform.blobs.remove(sha256_of(private))
+        private.fault(f"noarch/{BIG}", "status", status=503)
+        r = requests.get(f"{repo}/noarch/{BIG}", timeout=30)
+        assert r.status_code == 502 and "/t/***/" in r.text and "s3cr3t-token" not in r.text
+    finally:
+        private.stop()
+
+
 def test_a_slow_upstream_is_a_504_within_the_timeout(tmp_path: Path, up: UpstreamChannel) -> None:
     server = Server(tmp_path / "data", upstream_read_timeout=0.5).start()
     try:
