@@ -14,6 +14,15 @@ from upstream import UpstreamChannel
 
 from conda_platform_plugin.cves import read_path
 
+
+@pytest.fixture
+def server(tmp_path: Path, database_url: str | None) -> Iterator[Server]:
+    """These tests run on SQLite and on PostgreSQL."""
+    s = Server(tmp_path / "data", database_url).start()
+    yield s
+    s.stop()
+
+
 GPL_POLICY = {"name": "no-gpl3", "description": "no GPLv3 in production",
               "rules": [{"kind": "license", "deny_families": ["GPL3"]}]}
 
