@@ -248,3 +248,34 @@ def test_our_server_mirrors_a_private_channel_of_another(tmp_path: Path, server:
         assert token not in team.get(f"{BASE}/up/runs").text
     finally:
         source.stop()
+
+
+def test_stop_from_another_process_and_delete_while_running(tmp_path: Path, upstream: UpstreamChannel) -> None:
+    one = Server(tmp_path / "data", mirror_heartbeat_interval=0.2).start()
+    two = Server(tmp_path / "data", mirror_heartbeat_interval=0.2).start()
+    try:
+        a, b = Api(one), Api(two, token=one.admin_token)
+        a.post("/api/channels", 201, json={"name": "team"})
+        upstream.fault("noarch/repodata.json.zst", "hold")
+        create(a, upstream.url, subdirs=[], run_now=True)
+        wait_step(a, "up", "fetching index of noarch")
+        b.post(f"{BASE}/up/run", 409)  # the other process sees the live run too
+        asked = b.post(f"{BASE}/up/stop").json()  # the run lives in the first process
+        assert asked["status"] in ("stopping", "stopped")
+        assert wait_run(b, "up", timeout=10)["status"] == "stopped"
+
+        # delete stops a running run first; the packages of earlier runs stay
+        upstream.clear_faults()
+        a.post(f"{BASE}/up/run", 202)
+        assert wait_run(a, "up")["status"] == "completed"
+        upstream.fault("noarch/repodata.json.zst", "hold")
+        a.post(f"{BASE}/up/run", 202)
+        wait_step(a, "up", "fetching index of noarch")
+        t0 = time.monotonic()
+        a.request("DELETE", f"{BASE}/up")
+        assert time.monotonic() - t0 < 10
+        assert a.get(BASE).json()["total"] == 0
+        assert sorted(repodata(one, "team", "noarch")["packages.conda"]) == ["liba-1.0-0.conda", "liba-2.0-0.conda"]
+    finally:
+        two.stop()
+        one.stop()

@@ -228,19 +228,20 @@ class MirrorEngine:
             await asyncio.sleep(self.config.mirror_heartbeat_interval)
             for live in list(self.live.values()):
                 try:
-                    await self._persist(live, heartbeat=True)
+                    await self._persist(live)
                 except Exception:  # noqa: BLE001
                     log.exception("heartbeat of mirror run %s failed", live.run_id)
 
-    async def _persist(self, live: LiveRun, *, heartbeat: bool = False) -> None:
-        if heartbeat and not live.stop.is_set():
+    async def _persist(self, live: LiveRun) -> None:
+        """Write the live state and the heartbeat. The status is not written here: a stop asked by
+        another process (status 'stopping' in the row) must never be overwritten; it is read back."""
+        if not live.stop.is_set():
             stored = await self.store.run(live.run_id)
             if stored.status == "stopping":  # asked by another process
                 live.stop.set()
                 live.status = "stopping"
-        await self.store.update_run(live.run_id, only_active=True, status=live.status, step=live.step,
-                                    description=live.description, figures=live.figures, generation=live.generation,
-                                    heartbeat_at=time.time())
+        await self.store.update_run(live.run_id, only_active=True, step=live.step, description=live.description,
+                                    figures=live.figures, generation=live.generation, heartbeat_at=time.time())
 
     # -- executing a run -----------------------------------------------------------------------
     async def _execute(self, live: LiveRun, mirror: Mirror) -> None:
@@ -248,8 +249,9 @@ class MirrorEngine:
         try:
             acquired = await self._interruptible(live, self._slots.acquire())
             try:
-                live.status = "running" if not live.stop.is_set() else live.status
-                await self._persist(live)
+                if not live.stop.is_set():
+                    live.status = "running"
+                    await self.store.start_running(live.run_id)
                 await self._steps(live, await self.store.by_id(mirror.id))
             finally:
                 if acquired:

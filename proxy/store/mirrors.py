@@ -229,6 +229,14 @@ class MirrorStore:
             result = await conn.execute(mirror_runs.update().where(cond).values(**values))
         return result.rowcount == 1
 
+    async def start_running(self, run_id: int) -> bool:
+        """queued → running (a stop asked meanwhile stays asked)."""
+        async with self.db.write() as conn:
+            result = await conn.execute(mirror_runs.update().where(
+                mirror_runs.c.id == run_id, mirror_runs.c.status == "queued").values(
+                status="running", step="starting", description="starting", heartbeat_at=time.time()))
+        return result.rowcount == 1
+
     async def request_stop(self, run_id: int) -> bool:
         async with self.db.write() as conn:
             result = await conn.execute(mirror_runs.update().where(
