@@ -3,6 +3,7 @@ unchanged upstreams (304), missing subdirs, details and reports."""
 
 from __future__ import annotations
 
+import bz2
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +252,35 @@ def test_subchannel_mirrors(server: Server, team: Api, upstream: UpstreamChannel
                                                                                 "liba-2.0-0.conda"]
     assert api.get(BASE).json()["total"] == 0
     assert [m["channel"] for m in api.get("/api/mirrors").json()["items"]] == ["team/sub"]
+
+
+def test_bz2_index_base_url_and_both_package_formats(server: Server, team: Api, tmp_path: Path) -> None:
+    """An upstream with only repodata.json.bz2, whose CEP-15 base_url puts the files elsewhere, and
+    with .tar.bz2 ("packages") beside .conda ("packages.conda") records."""
+    up = UpstreamChannel(tmp_path / "up")
+    up.add("old", "1.0", fmt=".tar.bz2")
+    up.add("new", "1.0")
+    up.index()
+    noarch = up.root / "noarch"
+    doc = orjson.loads((noarch / "repodata.json").read_bytes())
+    doc.setdefault("info", {})["base_url"] = "../files"  # relative to the index: <channel>/files/
+    (up.root / "files").mkdir()
+    for p in list(noarch.glob("*.tar.bz2")) + list(noarch.glob("*.conda")):
+        p.rename(up.root / "files" / p.name)
+    (noarch / "repodata.json.bz2").write_bytes(bz2.compress(orjson.dumps(doc)))
+    for name in ("repodata.json", "repodata.json.zst"):
+        (noarch / name).unlink()
+    up.start()
+    try:
+        create(team, up.url, subdirs=[], mode="active", run_now=True)
+        run = wait_run(team, "up")
+        assert run["status"] == "completed", run
+        assert run["figures"]["records_published"] == 2 and run["figures"]["files_done"] == 2
+        assert up.hits["noarch/repodata.json.zst"] == up.hits["noarch/repodata.json"] == 1  # 404s, then .bz2
+        assert up.hits["files/old-1.0-0.tar.bz2"] == up.hits["files/new-1.0-0.conda"] == 1
+        served = repodata(server, "team", "noarch")
+        assert list(served["packages"]) == ["old-1.0-0.tar.bz2"] and list(served["packages.conda"]) == ["new-1.0-0.conda"]
+        r = requests.get(f"{server.url}/api/repo/team/noarch/old-1.0-0.tar.bz2", timeout=30)
+        assert r.content == (up.root / "files" / "old-1.0-0.tar.bz2").read_bytes()
+    finally:
+        up.stop()

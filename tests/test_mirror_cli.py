@@ -45,6 +45,7 @@ def test_mirror_commands(server: Server, api: Api, upstream: UpstreamChannel, tm
     shown = cli_json(server, "mirror", "show", "team", "up")
     assert shown["runs"][0]["figures"]["records_published"] == 2
 
+    assert "cannot change" in error_line(cli(server, "mirror", "edit", "team", "up", "--mode", "active", code=1))
     r = cli(server, "mirror", "edit", "team", "up", "--concurrency", "3", "--subdir", "linux-64")
     assert "updated mirror team/up" in r.stdout
     assert cli_json(server, "mirror", "show", "team", "up")["subdirs"] == ["linux-64", "noarch"]

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", metavar="URL", help="a new upstream URL")
     p.add_argument("--rename", metavar="NEW", help="a new name")
     p.add_argument("--all-subdirs", action="store_true", help="mirror every subdir the source has")
+    p.add_argument("--mode", choices=("passive", "active"),
+                   help="refused unless it is the current mode: delete and create the mirror again to change it")
     _options(p)
 
     for name, func, help_ in (("run", run, "run a mirror now"),
@@ -176,6 +178,8 @@ def edit(args: argparse.Namespace, out: Output) -> int:
         changes["cron"] = args.cron
     if args.concurrency is not None:
         changes["concurrency"] = args.concurrency
+    if args.mode:
+        changes["mode"] = args.mode
     if not changes:
         args.parser.error("nothing to change: give --source, --rename, --subdir, --all-subdirs, --cron or --concurrency")
     m = client(args).update_mirror(args.channel, args.name, **changes)
