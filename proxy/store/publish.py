@@ -32,6 +32,8 @@ FULL_RENDER_SHARE = 0.25
 ANALYZE_AFTER = 10_000
 #: shard maps (digest -> where in which pack) of this many renders are kept in memory for serving
 SHARD_MAPS = 16
+#: the channeldata of this many recently published channels is kept parsed in memory
+CHANNELDATA_CACHED = 4
 
 
 # Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
@@ -60,6 +62,9 @@ class Publisher:
         self.root = index_root
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._shards: dict[tuple[int, str, int], dict[str, tuple[int, int, int]]] = {}  # recent renders'
+        #: channel -> (generation, its channeldata packages): the next publish starts from it instead
+        #: of parsing the file again
+        self._channeldata: dict[int, tuple[int, dict]] = {}
         self.listeners: list = []  # callables(channel_id) told after each publish
         #: the channel's publish-time policy (Platform sets it): its exclusions leave uploaded files
         #: (``mirror_id IS NULL``) out of the rendered indexes; ``None``: nothing is filtered
@@ -259,9 +264,12 @@ class Publisher:
         """Update the entries of the changed names. After a full render (``fed`` given): from what the
         subdir renders collected, for each name that every subdir holding it fed now; the rest (and
         every name after incremental renders) from its rows in the database."""
+        cached = self._channeldata.pop(cid, None)
         prev_path = self.channeldata_path(cid, old)
-        doc = orjson.loads(prev_path.read_bytes()) if prev_path.exists() else {"channeldata_version": 1, "packages": {}}
-        packages = doc["packages"]
+        if cached is not None and cached[0] == old:
+            packages = cached[1]
+        else:
+            packages = orjson.loads(prev_path.read_bytes())["packages"] if prev_path.exists() else {}
         from_db = sorted(names)
         if fed is not None:
             from_db, from_partials = await asyncio.to_thread(_split_complete, names, fed, rendered)
@@ -297,13 +305,16 @@ class Publisher:
                     sa.select(renders.c.subdir).where(renders.c.channel_id == cid, renders.c.gen <= new).distinct()
                 )
             ).scalars().all()
-        doc["packages"] = dict(sorted(packages.items()))
-        doc["subdirs"] = sorted(set(subdirs) | {"noarch"})
+        packages = dict(sorted(packages.items()))
+        doc = {"channeldata_version": 1, "packages": packages, "subdirs": sorted(set(subdirs) | {"noarch"})}
         path = self.channeldata_path(cid, new)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(doc))
         tmp.replace(path)
+        self._channeldata[cid] = (new, packages)
+        while len(self._channeldata) > CHANNELDATA_CACHED:
+            self._channeldata.pop(next(iter(self._channeldata)))
 
     async def _abouts(self, cid: int, ids: list[int]) -> dict[int, dict]:
         """about.json of the newest file of each name (only those are read: they can be large)."""
@@ -338,23 +349,26 @@ def _split_complete(names: set[str], fed: dict[str, dict[str, list]],
     return sorted(incomplete), complete
 
 
+ABOUT_KEYS = ("summary", "description", "home", "dev_url", "doc_url", "source_url")
+
+
 def _channeldata_entry(version: str, subdirs: set[str], timestamp: int, license: str | None,
                        about: dict | None) -> dict:
-    about = about or {}
-    entry = {
-        "version": version,
-        "subdirs": sorted(subdirs),
-        "timestamp": timestamp or None,
-        "license": license or about.get("license"),
-        "summary": about.get("summary"),
-        "description": about.get("description"),
-        "home": about.get("home"),
-        "dev_url": about.get("dev_url"),
-        "doc_url": about.get("doc_url"),
-        "source_url": about.get("source_url"),
-        "run_exports": {},
-    }
-    return {k: v for k, v in entry.items() if v not in (None, "")}
+    """One package's channeldata entry; keys without a value are left out."""
+    entry: dict = {"version": version, "subdirs": sorted(subdirs)}
+    if timestamp:
+        entry["timestamp"] = timestamp
+    if about:
+        license = license or about.get("license")
+    if license:
+        entry["license"] = license
+    if about:
+        for key in ABOUT_KEYS:
+            value = about.get(key)
+            if value is not None and value != "":
+                entry[key] = value
+    entry["run_exports"] = {}
+    return entry
 
 
 def _entry_from_rows(rows: list, policy: CompiledPolicy | None) -> dict | None:

@@ -58,41 +58,54 @@ Exclude = Callable[[Mapping[str, dict]], Iterable[str]]
 
 
 class _Section:
-    """One JSON object body (``"fn":{...},"fn":{...}``) kept as a list of byte runs.
+    """One JSON object body (``"fn":{...},"fn":{...}``) of an index file, as byte runs.
 
-    New bytes go to a spill file; unchanged spans of the previous render are only noted (adjacent
-    spans become one run). ``copy_into`` then copies every run once into the assembled file, so an
-    incremental render copies each unchanged byte once, kernel side.
+    New bytes are written in blocks; unchanged spans of the previous render are copied kernel side
+    (adjacent spans become one copy). The first section of a file goes straight into the file
+    (``out_fd``); the second is spilled to a file of its own and copied in by ``copy_into`` once the
+    first is complete, so each byte is written once, or twice for the second section of a full render.
     """
 
-    def __init__(self, path: Path, old_fd: int | None, old_base: int):
-        self.path = path
-        self.file = open(path, "wb+")  # noqa: SIM115 - closed in finish()
+    def __init__(self, old_fd: int | None, old_base: int, out_fd: int | None = None, spill: Path | None = None):
+        self.direct = out_fd is not None
+        self.spill = spill
+        self.fd = out_fd if out_fd is not None else os.open(spill, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.pos = 0  # length of the section so far
         self.spilled = 0  # bytes in the spill file (and its buffer)
         self.buffer: list[bytes] = []  # written in blocks: one write per chunk cost 1 s in a full render
         self.buffered = 0
         self.old_fd, self.old_base = old_fd, old_base
-        self.runs: list[list] = []  # [from_old_file, start, end] in the source file
+        self.runs: list[list] = []  # [from_old_file, start, end]; direct: only the last, not yet copied
+
+    def _flush(self) -> None:
+        if self.buffer:
+            _write_all(self.fd, b"".join(self.buffer))
+            self.buffer = []
+            self.buffered = 0
+
+    def _emit(self) -> None:
+        """Direct: put the pending old run into the file."""
+        if self.direct and self.runs:
+            self._flush()
+            _, start, end = self.runs.pop()
+            _copy_range(self.old_fd, self.fd, start, end - start)
 
     def _write(self, data: bytes) -> None:
+        if self.direct:
+            self._emit()
         self.buffer.append(data)
         self.buffered += len(data)
         if self.buffered >= 1 << 20:
             self._flush()
-        start = self.spilled
-        self.spilled += len(data)
         self.pos += len(data)
-        last = self.runs[-1] if self.runs else None
-        if last is not None and not last[0] and last[2] == start:
-            last[2] = self.spilled
-        else:
-            self.runs.append([False, start, self.spilled])
-
-    def _flush(self) -> None:
-        self.file.write(b"".join(self.buffer))
-        self.buffer = []
-        self.buffered = 0
+        if not self.direct:
+            start = self.spilled
+            self.spilled += len(data)
+            last = self.runs[-1] if self.runs else None
+            if last is not None and not last[0] and last[2] == start:
+                last[2] = self.spilled
+            else:
+                self.runs.append([False, start, self.spilled])
 
     def add(self, chunk: bytes) -> int:
         """Append a new chunk; returns its start in the section."""
@@ -113,22 +126,34 @@ class _Section:
         else:
             if self.pos:
                 self._write(b",")
+            self._emit()
             self.runs.append([True, src_start, src_end])
         new_start = self.pos
         self.pos += src_end - src_start
         return new_start
 
-    def copy_into(self, out) -> None:  # noqa: ANN001 - a binary file object
+    def finish(self) -> None:
+        """Direct: everything is in the file now."""
+        self._emit()
         self._flush()
-        self.file.flush()
-        out.flush()
+
+    def copy_into(self, out_fd: int) -> None:
+        """Spilled: copy the section into the file, at its end."""
+        self._flush()
         for from_old, start, end in self.runs:
-            _copy_range(self.old_fd if from_old else self.file.fileno(), out.fileno(), start, end - start)
-        out.seek(0, os.SEEK_END)
+            _copy_range(self.old_fd if from_old else self.fd, out_fd, start, end - start)
 
     def close(self) -> None:
-        if not self.file.closed:
-            self.file.close()
+        if self.spill is not None and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            self.spill.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _copy_range(src_fd: int | None, dst_fd: int, offset: int, count: int) -> None:
@@ -204,7 +229,17 @@ class SubdirRenderer:
                 self._old_files[fname] = fd
                 for s in secs:
                     bases[s] = (fd, lay["bases"][s])
-        self.sections = {s: _Section(self.tmp / f"{s}.part", *bases[s]) for s in SECTIONS}
+        # each index file is written as the render goes: its head and first section now, the rest in finish()
+        self._out: dict[str, int] = {}
+        self.sections = {}
+        head = b'{"info":' + orjson.dumps({"subdir": self.subdir}) + b',"packages":{'
+        self._head = len(head)
+        for fname, (a, b) in (("repodata.json", SECTIONS[:2]), ("current_repodata.json", SECTIONS[2:])):
+            fd = os.open(self.tmp / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._out[fname] = fd
+            _write_all(fd, head)
+            self.sections[a] = _Section(*bases[a], out_fd=fd)
+            self.sections[b] = _Section(*bases[b], spill=self.tmp / f"{b}.part")
         self._old_i = 0
         # the new layout, as flat lists
         self.names: list[str] = []
@@ -363,21 +398,19 @@ class SubdirRenderer:
     def finish(self) -> RenderStats:
         """Assemble the files, compress them and move the directory into place atomically."""
         self._keep_old_until(None)
-        info = orjson.dumps({"subdir": self.subdir})
         bases: dict[str, int] = {}
         for fname, (a, b) in (("repodata.json", SECTIONS[:2]), ("current_repodata.json", SECTIONS[2:])):
-            head = b'{"info":' + info + b',"packages":{'
-            with open(self.tmp / fname, "wb") as out:
-                out.write(head)
-                bases[a] = len(head)
-                self.sections[a].copy_into(out)
-                out.write(b'},"packages.conda":{')
-                bases[b] = out.tell()
-                self.sections[b].copy_into(out)
-                out.write(b'},"removed":[],"repodata_version":1}')
-            for sec in (a, b):
-                self.sections[sec].close()
-                self.sections[sec].path.unlink()
+            fd = self._out.pop(fname)
+            try:
+                self.sections[a].finish()
+                bases[a] = self._head
+                _write_all(fd, b'},"packages.conda":{')
+                bases[b] = os.lseek(fd, 0, os.SEEK_CUR)
+                self.sections[b].copy_into(fd)
+                _write_all(fd, b'},"removed":[],"repodata_version":1}')
+            finally:
+                os.close(fd)
+            self.sections[b].close()
             _compress(self.tmp / fname)
         for fd in self._old_files.values():
             os.close(fd)
@@ -403,6 +436,10 @@ class SubdirRenderer:
     def abort(self) -> None:
         for s in self.sections.values():
             s.close()
+        for fd in self._out.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._out = {}
         for fd in self._old_files.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
