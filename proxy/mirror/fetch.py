@@ -23,7 +23,7 @@ import hashlib
 import logging
 import os
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -69,6 +69,11 @@ class Download:
         self.error: PlatformError | None = None
         self.task: asyncio.Task | None = None
         self._event = asyncio.Event()
+
+    def landed(self, size: int) -> None:
+        """``size`` more bytes are in the part file: readers may send them."""
+        self.written += size
+        self.progressed()
 
     def progressed(self) -> None:
         event, self._event = self._event, asyncio.Event()
@@ -300,10 +305,14 @@ class Fetcher:
 
     async def _run(self, d: Download, writer: HashingWriter, lock_fd: int, lock: Path) -> None:
         shown = redact(d.url)
-        # One worker thread hashes and writes the chunks in order while the loop receives the next
-        # ones (hashlib and file writes release the GIL): receiving and hashing overlap.
+        # One worker thread hashes and writes the bytes in order while the loop receives the next
+        # ones (hashlib and file writes release the GIL). What arrives while the worker is busy is
+        # handed over in one batch: a fast upstream gives few, big batches (few wakeups for the
+        # readers), a slow one gives each chunk to the readers at once.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")
-        pending: deque[tuple[asyncio.Future, int]] = deque()
+        busy: asyncio.Future | None = None
+        busy_bytes = 0
+        batch: list[bytes] = []
         committing: asyncio.Future | None = None
         try:
             try:
@@ -314,12 +323,24 @@ class Fetcher:
                     loop = asyncio.get_running_loop()
                     queued = 0
                     async for chunk in resp.content.iter_any():
-                        pending.append((loop.run_in_executor(pool, _absorb, writer, chunk), len(chunk)))
+                        batch.append(chunk)
                         queued += len(chunk)
-                        while pending and (pending[0][0].done() or queued > MAX_QUEUED):
-                            queued -= await self._landed(d, pending)
-                while pending:
-                    await self._landed(d, pending)
+                        if busy is not None and (busy.done() or queued > MAX_QUEUED):
+                            await busy  # worker errors (e.g. TooLarge) surface here
+                            d.landed(busy_bytes)
+                            busy = None
+                        if busy is None:
+                            busy, busy_bytes, queued = loop.run_in_executor(pool, _absorb, writer, batch), queued, 0
+                            batch = []
+                    if busy is not None:
+                        await busy
+                        d.landed(busy_bytes)
+                        busy = None
+                    if batch:  # what arrived during the last batch
+                        busy = loop.run_in_executor(pool, _absorb, writer, batch)
+                        await busy
+                        d.landed(queued)
+                        busy = None
             except TooLarge as e:
                 raise UpstreamError(f"upstream sent more than the {d.size} bytes of the record for {shown}",
                                     detail={"url": shown}) from e
@@ -333,8 +354,7 @@ class Fetcher:
             await asyncio.shield(committing)
         except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
             # the worker threads end first: no write or rename races the abort (a no-op after a commit)
-            await asyncio.gather(*(f for f, _ in pending), *([committing] if committing else []),
-                                 return_exceptions=True)
+            await asyncio.gather(*(f for f in (busy, committing) if f is not None), return_exceptions=True)
             writer.abort()
             d.error = e if isinstance(e, PlatformError) else UpstreamError(
                 f"the download of {shown} stopped: {e.__class__.__name__}", detail={"url": shown})
@@ -351,16 +371,6 @@ class Fetcher:
 
     def _commit(self, writer: HashingWriter) -> None:
         self.blobs.commit(writer.finish())
-
-    @staticmethod
-    async def _landed(d: Download, pending: deque[tuple[asyncio.Future, int]]) -> int:
-        """Wait for the oldest queued chunk to be in the part file; readers may send it now."""
-        future, size = pending[0]
-        await future
-        pending.popleft()
-        d.written += size
-        d.progressed()
-        return size
 
     # -- the cross-process lock ----------------------------------------------------------------
     def _lock_path(self, sha256: str) -> Path:
@@ -444,10 +454,11 @@ def _unlock(fd: int, path: Path) -> None:
     os.close(fd)
 
 
-def _absorb(writer: HashingWriter, chunk: bytes) -> None:
-    """Hash and write one chunk (in the download's worker thread)."""
-    writer.write(chunk)
-    writer.flush()  # readers in other processes tail the part file
+def _absorb(writer: HashingWriter, chunks: list[bytes]) -> None:
+    """Hash and write a batch of chunks (in the download's worker thread)."""
+    for chunk in chunks:
+        writer.write(chunk)
+    writer.flush()  # readers tail the part file
 
 
 async def _sendfile(request: web.Request, file, offset: int, count: int) -> None:  # noqa: ANN001 - a binary file
