@@ -10,6 +10,8 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from itertools import chain, groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -413,30 +415,28 @@ def _chunks(items: list, n: int):
 
 
 def _feed_group(renderer: SubdirRenderer, rows: list, partials: dict[str, list]) -> None:
-    kept = renderer.feed_name(rows[0][0], [r[1:] for r in rows])
+    """Feed one name's rows (name, filename, record, version, mirror_id, uploaded_at, id); keep
+    what its channeldata entry needs."""
+    kept = renderer.feed_name(rows[0][0], rows)
     if kept:
         current = renderer.current
-        newest, record = max((rr for rr in kept if rr[0][2] in current), key=lambda rr: rr[0][4])
-        version = newest[2]
+        newest, record = max((rr for rr in kept if rr[0][3] in current), key=lambda rr: rr[0][5])
+        version = newest[3]
         vkeys = renderer.version_keys
         if version not in vkeys:
             vkeys[version] = version_key(version)
         # (subdir, version key, uploaded_at, version, newest timestamp, license, file id) of the newest
         partials[rows[0][0]] = [
-            renderer.subdir, vkeys[version], newest[4], version,
-            max(int(d.get("timestamp") or 0) for _, d in kept), record.get("license"), newest[5],
+            renderer.subdir, vkeys[version], newest[5], version, renderer.timestamp, record.get("license"), newest[6],
         ]
 
 
 def _feed_sorted(renderer: SubdirRenderer, carry: list, part, partials: dict[str, list]) -> list:  # noqa: ANN001
     """Feed complete name groups of a sorted batch; the last (maybe partial) group is carried."""
-    rows = carry + list(part)
-    start = 0
-    for i in range(1, len(rows)):
-        if rows[i][0] != rows[start][0]:
-            _feed_group(renderer, rows[start:i], partials)
-            start = i
-    return rows[start:]
+    groups = [list(g) for _, g in groupby(chain(carry, part), key=itemgetter(0))]
+    for group in groups[:-1]:
+        _feed_group(renderer, group, partials)
+    return groups[-1] if groups else []
 
 
 def _feed_from_sqlite(path: str, sql: str, params: list, renderer: SubdirRenderer,

@@ -51,7 +51,7 @@ _COPY = 1 << 30
 
 
 
-#: rows fed per name: (filename, record JSON, version[, mirror_id])
+#: rows fed per name: (name, filename, record JSON, version, mirror_id, ...)
 Row = Sequence
 #: the publish-time policy hook: {filename: record} of one name's local files -> filenames to leave out
 Exclude = Callable[[Mapping[str, dict]], Iterable[str]]
@@ -254,6 +254,7 @@ class SubdirRenderer:
         self._done: set[str] = set()
         self.version_keys: dict[str, tuple] = {}
         self.current: set[str] = set()  # the version strings that are current in the last name fed
+        self.timestamp = 0  # the newest record timestamp of the last name fed
         self._pack = open(self.tmp / PACK, "wb")  # noqa: SIM115 - closed in finish()/abort()
         self._pack_pos = 0
 
@@ -302,7 +303,8 @@ class SubdirRenderer:
     def feed_name(self, name: str, rows: Sequence[Row]) -> list[tuple[Row, dict]]:
         """All rows of one package name, sorted by filename. Returns the (row, record dict) pairs
         that made it into the indexes (digests already turned into bytes, as CEP-16 wants); the
-        newest version's spellings are then in ``current``."""
+        newest version's spellings are then in ``current``, the newest record timestamp in
+        ``timestamp``."""
         self._done.add(name)
         self._keep_old_until(name)
         old_names = self._old["names"]
@@ -313,18 +315,18 @@ class SubdirRenderer:
         if not rows:
             return []
         loads = orjson.loads
-        kept = [(r, loads(r[1])) for r in rows]
+        kept = [(r, loads(r[2])) for r in rows]
         if self.exclude is not None:
-            local = {r[0]: d for r, d in kept if r[3] is None}
+            local = {r[1]: d for r, d in kept if r[4] is None}
             dropped = set(self.exclude(local)) if local else set()
             if dropped:
-                kept = [(r, d) for r, d in kept if r[0] not in dropped]
+                kept = [(r, d) for r, d in kept if r[1] not in dropped]
                 self.stats.excluded += len(dropped)
             if not kept:
                 return []
         # "3.0" and "3.0.0" are one version: compare keys, so every spelling of the newest is current;
         # keys are compared per distinct version string (few per name), not per record
-        versions = {r[2] for r, _ in kept}
+        versions = {r[3] for r, _ in kept}
         if len(versions) == 1:
             current = versions
         else:
@@ -342,19 +344,29 @@ class SubdirRenderer:
         cur_conda: list = []
         shard_tar: dict = {}
         shard_conda: dict = {}
+        newest = 0
         for r, d in kept:
-            fn = r[0]
-            entry = dumps(fn) + b":" + r[1]
+            fn = r[1]
+            entry = dumps(fn) + b":" + r[2]
             if fn.endswith(".conda"):
                 conda.append(entry)
-                if r[2] in current:
+                if r[3] in current:
                     cur_conda.append(entry)
                 shard_conda[fn] = d
             else:
                 tar.append(entry)
-                if r[2] in current:
+                if r[3] in current:
                     cur_tar.append(entry)
                 shard_tar[fn] = d
+            value = d.get("timestamp")
+            if value:
+                if value.__class__ is not int:
+                    try:
+                        value = int(value)
+                    except (TypeError, ValueError):
+                        value = 0
+                if value > newest:
+                    newest = value
             value = d.get("sha256")
             if value.__class__ is str:
                 try:  # noqa: SIM105 - contextlib.suppress costs 0.2 s per 500,000 records
@@ -367,6 +379,7 @@ class SubdirRenderer:
                     d["md5"] = bytes.fromhex(value)
                 except ValueError:
                     pass
+        self.timestamp = newest
         for s, chunks in zip(SECTIONS, (tar, conda, cur_tar, cur_conda)):
             if chunks:
                 body = b",".join(chunks)
