@@ -106,15 +106,20 @@ def _answers(url: str) -> bool:
         return False
 
 
+def in_flight(server: Server) -> list[Path]:
+    """Lock files of downloads and their part files."""
+    return [*(server.data_dir / "cache" / "inflight").iterdir(), *(server.data_dir / "blobs" / "tmp").iterdir()]
+
+
 def committed(server: Server, sha256: str) -> None:
     """Clients get their last bytes once the body is verified; the fsync and commit follow."""
     wait_until(lambda: server.platform.blobs.exists(sha256))
-    wait_until(lambda: list((server.data_dir / "cache" / "inflight").iterdir()) == [])
+    wait_until(lambda: in_flight(server) == [])
 
 
 def no_leftovers(server: Server, sha256: str) -> None:
     assert not server.platform.blobs.exists(sha256)
-    assert list((server.data_dir / "cache" / "inflight").iterdir()) == []
+    assert in_flight(server) == []
 
 
 # -- the first request fetches, later ones do not ----------------------------------------------

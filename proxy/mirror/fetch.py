@@ -8,7 +8,8 @@ first request for it starts one download, however many clients ask at once:
   one leader, which writes the name of its part file into the lock file so that the other
   processes can tail that file instead of downloading again.
 
-The leader streams the upstream body into a part file while hashing it (the blob store's
+The leader streams the upstream body into a part file (in the blob store's temp dir, so the commit
+is a rename) while hashing it (the blob store's
 :class:`HashingWriter`), verifies size and sha256 against the record and commits the blob
 atomically. Clients get the bytes as they land, except the last ``HOLD_BACK`` bytes, which go out
 only once the body is verified: a bad upstream body is never stored and never completes a client
@@ -291,7 +292,8 @@ class Fetcher:
                 _unlock(lock_fd, lock)
                 return None
             self._remove_stale_part(lock_fd)
-            writer = HashingWriter(self.inflight, size if size is not None else _NO_LIMIT, md5=False)
+            # the part file lives beside the blobs (same filesystem: the commit is a rename)
+            writer = HashingWriter(self.blobs.tmp, size if size is not None else _NO_LIMIT, md5=False)
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, writer.path.name.encode(), 0)
             read_fd = os.open(writer.path, os.O_RDONLY)
@@ -383,7 +385,7 @@ class Fetcher:
             name = self._lock_path(sha256).read_text().strip()
         except FileNotFoundError:
             return None
-        return self.inflight / name if name and _PART_NAME.match(name) else None
+        return self.blobs.tmp / name if name and _PART_NAME.match(name) else None
 
     def _holder_progress(self, sha256: str) -> int:
         part = self._holder_part(sha256)
@@ -407,7 +409,7 @@ class Fetcher:
         """A part file named by the lock we now hold belongs to a leader that died."""
         name = os.pread(lock_fd, 4096, 0).decode(errors="replace").strip()
         if name and _PART_NAME.match(name):
-            (self.inflight / name).unlink(missing_ok=True)
+            (self.blobs.tmp / name).unlink(missing_ok=True)
 
 
 class _Stall:
