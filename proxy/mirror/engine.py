@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
@@ -64,6 +64,8 @@ class LiveRun:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     step_started: float | None = None
+    reason: str = ""
+    finished_at: float | None = None
 
 
 class MirrorEngine:
@@ -191,10 +193,9 @@ class MirrorEngine:
         live = self.live.get(run.id)
         if live is None:
             return run
-        from dataclasses import replace
-
         return replace(run, status=live.status, step=live.step, description=live.description,
-                       figures=dict(live.figures), generation=live.generation)
+                       figures=dict(live.figures), generation=live.generation, reason=live.reason or run.reason,
+                       finished_at=live.finished_at or run.finished_at)
 
     # -- the scheduler -------------------------------------------------------------------------
     async def tick(self) -> list[Run]:
@@ -240,8 +241,11 @@ class MirrorEngine:
             if stored.status == "stopping":  # asked by another process
                 live.stop.set()
                 live.status = "stopping"
-        await self.store.update_run(live.run_id, only_active=True, step=live.step, description=live.description,
-                                    figures=live.figures, generation=live.generation, heartbeat_at=time.time())
+        alive = await self.store.update_run(live.run_id, only_active=True, step=live.step,
+                                            description=live.description, figures=live.figures,
+                                            generation=live.generation, heartbeat_at=time.time())
+        if not alive and live.run_id in self.live:  # its row ended elsewhere (reaped, mirror deleted): stop
+            live.stop.set()
 
     # -- executing a run -----------------------------------------------------------------------
     async def _execute(self, live: LiveRun, mirror: Mirror) -> None:
@@ -268,11 +272,12 @@ class MirrorEngine:
             log.exception("mirror run %s failed", live.run_id)
             status, reason = "failed", f"internal error: {e.__class__.__name__}: {e}"
         self._step(live, status, "")
-        live.status = status
         live.description = {"completed": "completed", "stopped": "stopped on request"}.get(status, reason)
+        live.reason, live.finished_at = reason, time.time()
+        live.status = status  # last: a viewer that sees the end status sees its reason and time too
         try:
             await self.store.update_run(live.run_id, status=status, step=status, description=live.description,
-                                        reason=reason, finished_at=time.time(), figures=live.figures,
+                                        reason=reason, finished_at=live.finished_at, figures=live.figures,
                                         generation=live.generation, heartbeat_at=time.time())
         finally:
             self.live.pop(live.run_id, None)
