@@ -279,3 +279,23 @@ def test_stop_from_another_process_and_delete_while_running(tmp_path: Path, upst
     finally:
         two.stop()
         one.stop()
+
+
+def test_runs_beyond_the_limit_wait_queued(tmp_path: Path, upstream: UpstreamChannel) -> None:
+    one = Server(tmp_path / "data", mirror_max_runs=1).start()
+    try:
+        api = Api(one)
+        api.post("/api/channels", 201, json={"name": "team"})
+        hold = upstream.fault("noarch/repodata.json.zst", "hold")
+        create(api, upstream.url, name="first", subdirs=[], run_now=True)
+        wait_step(api, "first", "fetching index of noarch")
+        second = create(api, upstream.url, name="second", subdirs=[], run_now=True)
+        assert second["current_run"]["status"] == "queued"
+        assert api.get(f"{BASE}/second").json()["current_run"]["description"] == "waiting to start"
+        assert api.post(f"{BASE}/second/stop").json()["status"] == "stopped"  # a queued run stops at once
+        api.post(f"{BASE}/second/run", 202)
+        hold.release()
+        assert wait_run(api, "first")["status"] == "completed"
+        assert wait_run(api, "second")["status"] == "completed"
+    finally:
+        one.stop()
