@@ -447,6 +447,16 @@ def test_a_leader_process_that_dies_is_taken_over(server: Server, up: UpstreamCh
     committed(server, sha)
 
 
+def test_start_up_removes_what_dead_downloads_left(server: Server, up: UpstreamChannel) -> None:
+    """A process killed mid-download leaves its lock file (flock released) and its part file."""
+    sha = sha256_of(up)
+    part = server.data_dir / "blobs" / "tmp" / "upload-dead"
+    part.write_bytes(b"half a package")
+    (server.data_dir / "cache" / "inflight" / f"{sha}.lock").write_text(part.name)
+    server.restart()
+    assert in_flight(server) == []
+
+
 def test_ensure_blob_waits_for_another_process(server: Server, up: UpstreamChannel, second_process: str) -> None:
     repo = publish_passive(server, up)
     sha, rel, size = sha256_of(up), f"noarch/{BIG}", len(expected(up))

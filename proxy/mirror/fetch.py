@@ -104,6 +104,8 @@ class Fetcher:
         self._downloads: dict[str, Download] = {}
         #: sha256 → callers of respond() and ensure_blob() right now (what an operator or a test can watch)
         self.waiting: Counter[str] = Counter()
+        for lock in self.inflight.glob("*.lock"):  # downloads of processes that died: their part files go
+            self._clear_dead_leader(lock.name.removesuffix(".lock"))
 
     async def close(self) -> None:
         """Stop the downloads of this process (nothing half-done is kept)."""
@@ -397,7 +399,10 @@ class Fetcher:
     def _clear_dead_leader(self, sha256: str) -> bool:
         """True when no process holds the lock any more although its part file is there (the
         process died, the kernel released its flock): the part file is removed."""
-        lock = self._lock_path(sha256)
+        try:
+            lock = self._lock_path(sha256)
+        except ValueError:  # not one of ours
+            return False
         fd = _try_lock(lock)
         if fd is None:
             return False
