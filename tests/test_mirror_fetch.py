@@ -321,6 +321,26 @@ def test_an_upstream_token_never_shows_in_errors(server: Server, tmp_path: Path)
         private.stop()
 
 
+def test_an_upstream_that_is_down_is_a_502_and_the_next_request_tries_again(server: Server,
+                                                                            tmp_path: Path) -> None:
+    channel = UpstreamChannel(tmp_path / "down")
+    channel.add("big", files={"share/big/data.bin": os.urandom(100_000)})
+    channel.index()
+    channel.start()
+    try:
+        repo = publish_passive(server, channel, "down-mirror")
+        channel.stop()  # nothing listens on its port any more
+        started = time.monotonic()
+        r = requests.get(f"{repo}/noarch/{BIG}", timeout=30)
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
+        assert time.monotonic() - started < 5
+        no_leftovers(server, sha256_of(channel))
+        channel.start()  # back, on the same port
+        assert try_download(f"{repo}/noarch/{BIG}") == (200, expected(channel))
+    finally:
+        channel.stop()
+
+
 def test_a_slow_upstream_is_a_504_within_the_timeout(tmp_path: Path, up: UpstreamChannel) -> None:
     server = Server(tmp_path / "data", upstream_read_timeout=0.5).start()
     try:
