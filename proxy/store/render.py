@@ -460,10 +460,15 @@ class SubdirRenderer:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def index_compressor() -> zstandard.ZstdCompressor:
+    """How repodata.json and current_repodata.json are compressed (the publish benchmark's baseline
+    uses it too)."""
+    return zstandard.ZstdCompressor(level=INDEX_ZSTD_LEVEL, threads=-1, write_content_size=True)
+
+
 def _compress(path: Path) -> None:
-    cctx = zstandard.ZstdCompressor(level=INDEX_ZSTD_LEVEL, threads=-1, write_content_size=True)
     with open(path, "rb") as src, open(str(path) + ".zst", "wb") as dst:
-        cctx.copy_stream(src, dst, size=path.stat().st_size)
+        index_compressor().copy_stream(src, dst, size=path.stat().st_size)
 
 
 def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None) -> RenderStats:

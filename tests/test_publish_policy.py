@@ -1,0 +1,85 @@
+"""The publish-time policy seam (contract A): ``Publisher.policy_for`` filters uploaded files out of
+every rendered index; a changed policy fingerprint re-renders in full; no policy filters nothing.
+
+White-box: the test sets the seam itself with a real compiled policy (conda_platform_plugin.policy);
+the policy API and its end-to-end tests belong to the policy module's own tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import orjson
+import zstandard
+from builders import build_conda_package
+from conftest import Api, Server
+
+from conda_platform_plugin.policy import CompiledPolicy, Policy
+
+
+def _unzstd(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def _published(api: Api, subdir: str) -> dict[str, set[str]]:
+    """What a client sees of the subdir: filenames per index, and names with a shard / channeldata."""
+    base = f"/api/repo/team/{subdir}"
+    repodata = api.get(f"{base}/repodata.json").json()
+    current = api.get(f"{base}/current_repodata.json").json()
+    index = msgpack.unpackb(_unzstd(api.get(f"{base}/repodata_shards.msgpack.zst").content))
+    shard_files: set[str] = set()
+    for digest in index["shards"].values():
+        shard = msgpack.unpackb(_unzstd(api.get(f"{base}/shards/{digest.hex()}.msgpack.zst").content))
+        shard_files |= set(shard["packages"]) | set(shard["packages.conda"])
+    return {
+        "repodata": set(repodata["packages"]) | set(repodata["packages.conda"]),
+        "zst": set(orjson.loads(_unzstd(api.get(f"{base}/repodata.json.zst").content))["packages.conda"]),
+        "current": set(current["packages"]) | set(current["packages.conda"]),
+        "shards": shard_files,
+        "shard_names": set(index["shards"]),
+        "channeldata": set(api.get("/api/repo/team/channeldata.json").json()["packages"]),
+    }
+
+
+def test_policy_for_filters_uploads_and_refingerprints(server: Server, api: Api, tmp_path: Path) -> None:
+    api.post("/api/channels", 201, json={"name": "team"})
+    pk = tmp_path / "pk"
+    api.upload("team", build_conda_package(pk, "good", "1.0"), build_conda_package(pk, "bad-thing", "1.0"))
+    before = _published(api, "noarch")
+    assert before["repodata"] == {"good-1.0-0.conda", "bad-thing-1.0-0.conda"}
+
+    policy: dict[str, CompiledPolicy | None] = {"now": None}
+    calls: list[int] = []
+
+    async def policy_for(channel_id: int) -> CompiledPolicy | None:
+        calls.append(channel_id)
+        return policy["now"]
+
+    server.platform.publisher.policy_for = policy_for
+    policy["now"] = Policy.from_json({"name": "no-bad", "rules": [{"kind": "name", "exclude": ["bad*"]}]}).compile()
+
+    # the next publish (any change) renders in full with the policy: bad-thing is gone everywhere
+    api.upload("team", build_conda_package(pk, "other", "1.0"))
+    seen = _published(api, "noarch")
+    assert calls, "the publish asked for the channel's policy"
+    want = {"good-1.0-0.conda", "other-1.0-0.conda"}
+    assert seen["repodata"] == seen["zst"] == seen["current"] == seen["shards"] == want
+    assert seen["shard_names"] == seen["channeldata"] == {"good", "other"}
+
+    # incremental renders keep filtering (same fingerprint), including a newer excluded version
+    api.upload("team", build_conda_package(pk, "bad-thing", "2.0"), build_conda_package(pk, "good", "2.0"))
+    seen = _published(api, "noarch")
+    want = {"good-1.0-0.conda", "good-2.0-0.conda", "other-1.0-0.conda"}
+    assert seen["repodata"] == seen["shards"] == want
+    assert seen["current"] == {"good-2.0-0.conda", "other-1.0-0.conda"}
+    assert "bad-thing" not in seen["channeldata"]
+    # the package files stay in the channel (the policy filters the indexes, not the storage)
+    assert api.get("/api/channels/team/artifacts/conda/bad-thing").status_code == 200
+
+    # no policy any more: a different fingerprint, so everything is rendered again, unfiltered
+    policy["now"] = None
+    api.upload("team", build_conda_package(pk, "late", "1.0"))
+    seen = _published(api, "noarch")
+    assert {"bad-thing-1.0-0.conda", "bad-thing-2.0-0.conda"} <= seen["repodata"] == seen["shards"]
+    assert "bad-thing" in seen["channeldata"] and "bad-thing" in seen["shard_names"]
