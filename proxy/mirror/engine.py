@@ -374,7 +374,8 @@ class MirrorEngine:
                     continue  # keep what an earlier run stored: a 404 may be passing
                 self._check(live)
                 self._step(live, "policy", f"applying policy to {index.subdir}")
-                prepared: Prepared = await asyncio.to_thread(prepare, index, policy)
+                # a stop abandons the parse at once (its thread finishes on its own, its result unused)
+                prepared: Prepared = await self._interruptible(live, asyncio.to_thread(prepare, index, policy))
                 index.body = b""  # the parsed copy is all we need from here on
                 self._check(live)
                 self._step(live, "write", f"writing metadata of {index.subdir} ({len(prepared.wanted)} records)")
@@ -382,7 +383,7 @@ class MirrorEngine:
                     conn, mirror.channel_id, mirror.id, index.subdir, prepared.wanted,
                     lambda names, p=prepared, u=index.url: new_files(p, names, source=source.url, repodata_url=u,
                                                                    mirror_id=mirror.id),
-                    generation)
+                    generation, checkpoint=lambda: self._check(live))
                 for fn in sync.conflicts:
                     _, name, version, *_ = prepared.kept[fn]
                     prepared.filtered.append({"filename": fn, "name": name, "version": version, "rule": "conflict",

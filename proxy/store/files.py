@@ -214,7 +214,8 @@ class FileStore:
 
     async def sync_mirror(self, conn: AsyncConnection, channel_id: int, mirror_id: int, subdir: str,
                           wanted: Mapping[str, bytes], rows_for: Callable[[list[str]], list[NewFile]],
-                          generation: Callable[[], Awaitable[int]], batch: int = 5000) -> MirrorSync:
+                          generation: Callable[[], Awaitable[int]], batch: int = 5000,
+                          checkpoint: Callable[[], None] | None = None) -> MirrorSync:
         """Make one mirror's current files in one subdir exactly ``wanted`` (filename → record_digest),
         inside the caller's write transaction.
 
@@ -222,6 +223,7 @@ class FileStore:
         ones are inserted in batches built by ``rows_for`` (off the event loop). ``generation()`` is
         called once, at the first change, so a sync without changes makes no generation. Files of
         the same name from elsewhere in the channel are left alone and reported as conflicts.
+        ``checkpoint()`` runs between batches and may raise to abandon the transaction (a stop).
         """
         result = MirrorSync()
         mine = (files.c.channel_id == channel_id) & (files.c.subdir == subdir) & CURRENT
@@ -255,6 +257,8 @@ class FileStore:
         raw_sql = (f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
                    if self.db.is_sqlite else None)
         for i in range(0, len(added), batch):
+            if checkpoint is not None:
+                checkpoint()
             rows = await asyncio.to_thread(lambda names: [_NEWFILE_VALUES(f) + extra for f in rows_for(names)],
                                            added[i:i + batch])
             if raw_sql:
