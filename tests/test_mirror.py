@@ -284,3 +284,26 @@ def test_bz2_index_base_url_and_both_package_formats(server: Server, team: Api, 
         assert r.content == (up.root / "files" / "old-1.0-0.tar.bz2").read_bytes()
     finally:
         up.stop()
+
+
+def test_all_mirrors_lists_what_the_caller_manages(server: Server, team: Api) -> None:
+    api = team
+    api.post("/api/channels", 201, json={"name": "other"})
+    create(api, "http://127.0.0.1:9/a", name="m1")
+    create(api, "http://127.0.0.1:9/b", name="m2", base="/api/channels/other/mirrors")
+    tokens = {}
+    for user, grant in (("boss", "channel.manage:team"), ("reader", "channel.read:team"),
+                        ("watcher", "mirrors.channel.read")):
+        api.post("/api/users", 201, json={"name": user})
+        api.post(f"/api/users/{user}/grants", json={"permission": grant})
+        tokens[user] = api.post("/api/tokens", 201, json={"user": user}).json()["token"]
+
+    def names(user: str) -> list[str]:
+        return [f"{m['channel']}/{m['name']}" for m in Api(server, token=tokens[user]).get("/api/mirrors").json()["items"]]
+
+    assert [f"{m['channel']}/{m['name']}" for m in api.get("/api/mirrors").json()["items"]] == ["other/m2", "team/m1"]
+    assert names("boss") == ["team/m1"]
+    assert names("reader") == []
+    assert names("watcher") == ["other/m2", "team/m1"]
+    Api(server, token=None).get("/api/mirrors", 401)
+    Api(server, token=tokens["reader"]).post(BASE, 403, json={"name": "x", "source_url": "http://127.0.0.1:9/c"})
