@@ -249,7 +249,10 @@ class Publisher:
             if full and self.db.is_sqlite and stats.records > ANALYZE_AFTER:
                 # SQLite plans without statistics otherwise, and picks the generation indexes for
                 # filename lookups: one ANALYZE after a big change keeps uploads on the right index.
+                # analysis_limit: sampled statistics (5 ms against 0.5 s for 500,000 rows) pick the
+                # same indexes
                 async with self.db.write() as conn:
+                    await conn.exec_driver_sql("PRAGMA analysis_limit=1000")
                     await conn.exec_driver_sql("ANALYZE")
         except BaseException:
             renderer.abort()
