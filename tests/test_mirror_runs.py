@@ -299,3 +299,24 @@ def test_runs_beyond_the_limit_wait_queued(tmp_path: Path, upstream: UpstreamCha
         assert wait_run(api, "second")["status"] == "completed"
     finally:
         one.stop()
+
+
+def test_a_run_of_another_host_counts_until_its_heartbeat_goes_stale(server: Server, team: Api,
+                                                                     upstream: UpstreamChannel) -> None:
+    """A run row owned by a process on another host: live while it heartbeats, failed once it stops."""
+    create(team, upstream.url, subdirs=[])
+    engine = server.platform.mirrors.engine
+    mirror = server.call(server.platform.mirrors.get("team", "up"))
+    other = server.call(engine.store.start_run(mirror.id, trigger="manual", owner="elsewhere:4242:abc",
+                                               now=time.time(), is_dead=engine.is_dead, dead_reason="x"))
+    r = team.post(f"{BASE}/up/run", 409)
+    assert f"already has run {other.id}" in r.json()["error"]["message"]
+    assert server.call(engine.tick()) == []
+    assert server.call(engine.store.run(other.id)).status == "queued"  # still heartbeating: left alone
+    stale = time.time() - server.platform.config.mirror_stale_after - 1
+    server.call(engine.store.update_run(other.id, heartbeat_at=stale))
+    server.call(engine.tick())
+    dead = server.call(engine.store.run(other.id))
+    assert (dead.status, dead.reason) == ("failed", "interrupted: its server stopped sending heartbeats")
+    team.post(f"{BASE}/up/run", 202)
+    assert wait_run(team, "up")["status"] == "completed"
