@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping
 
@@ -22,6 +23,17 @@ def _canonical(doc: Mapping) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
+def _parse_all(docs: list[Mapping]) -> dict[str, tuple[Advisory, bytes]]:
+    parsed: dict[str, tuple[Advisory, bytes]] = {}
+    for i, doc in enumerate(docs):
+        try:
+            adv = parse_advisory(doc)
+        except BadRequest as e:
+            raise BadRequest(f"record {i + 1}: {e.message}", detail={"index": i}) from None
+        parsed[adv.id] = (adv, _canonical(doc))
+    return parsed
+
+
 class CveStore:
     def __init__(self, db: Database):
         self.db = db
@@ -32,13 +44,7 @@ class CveStore:
         docs = list(docs)
         if len(docs) > MAX_BATCH:
             raise BadRequest(f"at most {MAX_BATCH} OSV records per request")
-        parsed: dict[str, tuple[Advisory, bytes]] = {}
-        for i, doc in enumerate(docs):
-            try:
-                adv = parse_advisory(doc)
-            except BadRequest as e:
-                raise BadRequest(f"record {i + 1}: {e.message}", detail={"index": i}) from None
-            parsed[adv.id] = (adv, _canonical(doc))
+        parsed = await asyncio.to_thread(_parse_all, docs)  # CPU work off the event loop
         counts = {"created": 0, "updated": 0, "unchanged": 0}
         now = time.time()
         async with self.db.write() as conn:
@@ -77,7 +83,8 @@ class CveStore:
         if self._index is None or self._index.stamp != stamp:
             async with self.db.read() as conn:
                 rows = (await conn.execute(sa.select(cves.c.data))).scalars().all()
-            self._index = CveIndex([parse_advisory(orjson.loads(r)) for r in rows], stamp=stamp)
+            self._index = await asyncio.to_thread(
+                lambda: CveIndex([parse_advisory(orjson.loads(r)) for r in rows], stamp=stamp))
         return self._index
 
     async def get(self, ident: str) -> Advisory:
