@@ -307,3 +307,41 @@ def test_all_mirrors_lists_what_the_caller_manages(server: Server, team: Api) ->
     assert names("watcher") == ["other/m2", "team/m1"]
     Api(server, token=None).get("/api/mirrors", 401)
     Api(server, token=tokens["reader"]).post(BASE, 403, json={"name": "x", "source_url": "http://127.0.0.1:9/c"})
+
+
+def test_policy_step_filters_with_reasons_and_a_new_policy_rewrites(server: Server, team: Api,
+                                                                     upstream: UpstreamChannel) -> None:
+    """The run's policy step with a real compiled policy. Policies are not stored yet, so the test
+    hands it to the engine through the one seam a stored policy will come through
+    (Platform.mirror_policy, contract A)."""
+    from conda_platform_plugin.policy import Policy
+
+    current = {"policy": Policy.from_json({"name": "p", "rules": [
+        {"kind": "name", "exclude": ["appb"]}, {"kind": "keep_newest", "count": 1}]}).compile()}
+
+    async def mirror_policy(_mirror):  # noqa: ANN001, ANN202
+        return current["policy"]
+
+    server.platform.mirror_policy = mirror_policy
+    create(team, upstream.url, run_now=True)
+    run = wait_run(team, "up")
+    assert run["status"] == "completed", run
+    fig = run["figures"]
+    assert (fig["records_seen"], fig["records_published"], fig["records_filtered"]) == (3, 1, 2)
+    assert fig["filtered_by_rule"] == {"name": 1, "keep_newest": 1}
+    assert list(repodata(server, "team", "noarch")["packages.conda"]) == ["liba-2.0-0.conda"]
+    assert requests.get(f"{server.url}/api/repo/team/linux-64/repodata.json", timeout=30).status_code == 404
+    filtered = {f["filename"]: f for f in team.get(f"{BASE}/up/packages", params={"state": "filtered"}).json()["items"]}
+    assert set(filtered) == {"appb-1.0-0.conda", "liba-1.0-0.conda"}
+    assert filtered["appb-1.0-0.conda"]["rule"] == "name" and filtered["appb-1.0-0.conda"]["reason"]
+    details = team.get(f"{BASE}/up").json()["packages"]
+    assert details["filtered_by_rule"] == {"name": 1, "keep_newest": 1}
+    assert sorted(c["rule"] for c in details["filtered_by_reason"]) == ["keep_newest", "name"]
+
+    # the upstream is unchanged, the policy is not: the run writes again (no 'unchanged' shortcut)
+    current["policy"] = Policy.from_json({"name": "p", "version": 2, "rules": []}).compile()
+    team.post(f"{BASE}/up/run", 202)
+    run = wait_run(team, "up")
+    assert "upstream_unchanged" not in run["figures"] and run["figures"]["added"] == 2, run
+    assert team.get(f"{BASE}/up/packages", params={"state": "filtered"}).json()["total"] == 0
+    assert sorted(repodata(server, "team", "noarch")["packages.conda"]) == ["liba-1.0-0.conda", "liba-2.0-0.conda"]
