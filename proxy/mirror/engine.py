@@ -164,12 +164,13 @@ class MirrorEngine:
             await self.store.update_run(run.id, only_active=True, status="failed", reason=RESTART_REASON,
                                         finished_at=time.time())
             return await self.store.run(run.id)
-        await self.store.request_stop(run.id)  # another process's run notices at its next heartbeat
-        if live is not None:
+        if live is not None:  # first: the run may hold the write lock that request_stop waits for
             live.stop.set()
             if live.status in ("queued", "running"):
                 live.status = "stopping"
                 live.description = "stopping"
+        await self.store.request_stop(run.id)  # another process's run notices at its next heartbeat
+        if live is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(live.done.wait(), wait)
         return self.view(await self.store.run(run.id))
