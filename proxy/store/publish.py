@@ -170,7 +170,8 @@ class Publisher:
         any_full = False
         for subdir, names in sorted(changed.items()):
             prev_gen = latest.get(subdir)
-            prev = Previous.load(self.subdir_dir(cid, subdir, prev_gen)) if prev_gen is not None else None
+            prev = (await asyncio.to_thread(Previous.load, self.subdir_dir(cid, subdir, prev_gen))
+                    if prev_gen is not None else None)
             count, partials, all_names, full = await self._render_subdir(
                 cid, subdir, new, names, prev, force=force, policy=policy
             )

@@ -24,9 +24,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import msgpack
@@ -37,7 +39,7 @@ import zstandard
 from conda_platform_plugin.versions import version_key
 
 LAYOUT = "layout.msgpack"
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 PACK = "shards.pack"
 SECTIONS = ("packages", "packages.conda", "current.packages", "current.packages.conda")
 #: repodata.json(.zst) and current_repodata.json(.zst): multi-threaded level 1 is both faster and
@@ -183,7 +185,7 @@ class Previous:
         layout = msgpack.unpackb(path.read_bytes(), strict_map_key=False)
         if not isinstance(layout, dict) or layout.get("version") != LAYOUT_VERSION:
             return None  # an older layout: the next render is a full one
-        return cls(directory, layout)
+        return cls(directory, _decode_layout(layout))
 
     @property
     def names(self) -> list[str]:
@@ -246,7 +248,7 @@ class SubdirRenderer:
         self.starts: dict[str, list[int]] = {s: [] for s in SECTIONS}
         self.lens: dict[str, list[int]] = {s: [] for s in SECTIONS}
         self.shards: list[bytes] = []
-        self.locs: list[list[int]] = []  # [pack generation, offset, length] of each name's shard
+        self.locs: list[tuple[int, int, int]] = []  # (pack generation, offset, length) of each name's shard
         self.counts: list[int] = []
         self.stats = RenderStats()
         self._cctx = zstandard.ZstdCompressor(level=SHARD_ZSTD_LEVEL)
@@ -395,14 +397,14 @@ class SubdirRenderer:
         self.stats.rendered_names += 1
         return kept
 
-    def _shard(self, tar: dict, conda: dict, old: tuple[bytes, list[int]] | None) -> None:
+    def _shard(self, tar: dict, conda: dict, old: tuple[bytes, tuple[int, int, int]] | None) -> None:
         data = self._cctx.compress(self._encode({"packages": tar, "packages.conda": conda, "removed": []}))
         digest = hashlib.sha256(data).digest()
         if old is not None and old[0] == digest:
             loc = old[1]  # the same shard as before (e.g. only another name changed its spelling)
         else:
             self._pack.write(data)
-            loc = [self.gen, self._pack_pos, len(data)]
+            loc = (self.gen, self._pack_pos, len(data))
             self._pack_pos += len(data)
         self.shards.append(digest)
         self.locs.append(loc)
@@ -437,7 +439,7 @@ class SubdirRenderer:
         layout = {"version": LAYOUT_VERSION, "bases": bases, "names": self.names, "starts": self.starts,
                   "lens": self.lens, "shards": self.shards, "locs": self.locs, "counts": self.counts,
                   "policy": self.policy}
-        (self.tmp / LAYOUT).write_bytes(msgpack.packb(layout))
+        (self.tmp / LAYOUT).write_bytes(_encode_layout(layout))
         self.stats.names = len(self.names)
         self._pack.close()
         self.stats.shards_written = sum(1 for loc in self.locs if loc[0] == self.gen)
@@ -478,4 +480,38 @@ def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None
 
 def shard_locations(layout: dict) -> dict[str, tuple[int, int, int]]:
     """sha256 hex of each shard of a render -> (pack generation, offset, length)."""
-    return {d.hex(): tuple(loc) for d, loc in zip(layout["shards"], layout["locs"])}
+    return {d.hex(): loc for d, loc in zip(layout["shards"], layout["locs"])}
+
+
+# The layout's columns are stored as int64 arrays and one digest blob: as msgpack lists of 37,000
+# small lists they took 0.16 s to load, on every incremental publish.
+def _encode_layout(layout: dict) -> bytes:
+    return msgpack.packb({
+        **layout,
+        "starts": {s: _ints(v) for s, v in layout["starts"].items()},
+        "lens": {s: _ints(v) for s, v in layout["lens"].items()},
+        "shards": b"".join(layout["shards"]),
+        "locs": _ints(chain.from_iterable(layout["locs"])),
+        "counts": _ints(layout["counts"]),
+    })
+
+
+def _decode_layout(raw: dict) -> dict:
+    locs = _list(raw["locs"])
+    blob = raw["shards"]
+    return {
+        **raw,
+        "starts": {s: _list(v) for s, v in raw["starts"].items()},
+        "lens": {s: _list(v) for s, v in raw["lens"].items()},
+        "shards": [blob[i : i + 32] for i in range(0, len(blob), 32)],
+        "locs": list(zip(locs[0::3], locs[1::3], locs[2::3])),
+        "counts": _list(raw["counts"]),
+    }
+
+
+def _ints(values: Iterable[int]) -> bytes:
+    return array("q", values).tobytes()
+
+
+def _list(data: bytes) -> list[int]:
+    return array("q", data).tolist()
