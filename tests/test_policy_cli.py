@@ -62,5 +62,8 @@ def test_policy_and_cve_commands(server: Server, api: Api, tmp_path: Path) -> No
     data = json.loads(cli(server, "package", "cves", "team", "pip", "--json").stdout)
     assert data["affecting"] == 1
 
+    shown = cli(server, "package", "show", "team", "gpl").stdout
+    assert "GPL-3.0-only (family GPL3, OSI)" in shown
+
     missing = cli(server, "cve", "import", str(tmp_path / "nope"), code=1)
     assert "does not exist" in test_cli.error_line(missing)

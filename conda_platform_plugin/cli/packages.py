@@ -141,6 +141,14 @@ def list_(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+def _spdx(info: dict | None) -> str | None:
+    """``MIT (family MIT, OSI)`` — the normalised license, as the server reads the record's string."""
+    if not info:
+        return None
+    flags = ", OSI" if info.get("osi_approved") else ""
+    return f"{info.get('spdx') or 'unknown'} (family {info.get('family')}{flags})"
+
+
 def show(args: argparse.Namespace, out: Output) -> int:
     a = client(args).get_artifact(args.channel, args.name, args.type)
     if out.json_mode:
@@ -149,7 +157,8 @@ def show(args: argparse.Namespace, out: Output) -> int:
     out.fields([
         ("name", a["name"]), ("channel", a["channel"]), ("type", a["type"]),
         ("latest version", a["latest_version"]), ("versions", a["versions"]), ("subdirs", a["subdirs"]),
-        ("files", a["file_count"]), ("license", a.get("license")), ("summary", a.get("summary")),
+        ("files", a["file_count"]), ("license", a.get("license")),
+        ("license (SPDX)", _spdx(a.get("license_info"))), ("summary", a.get("summary")),
         ("home", a.get("home")), ("dev url", a.get("dev_url")), ("doc url", a.get("doc_url")),
         ("last upload", a.get("last_upload")),
     ])
