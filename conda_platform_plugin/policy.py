@@ -57,7 +57,9 @@ DAY = 86400.0
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why a record is excluded: the rule kind and a sentence for people."""
+    """Why a record is excluded: the rule kind and a sentence for people. The sentence names the
+    cause, not the record (which travels beside it), so that records excluded for the same cause
+    share one reason and can be counted per reason."""
 
     rule: str
     reason: str
@@ -377,13 +379,12 @@ class CompiledPolicy:
                     passing[rec.get("name", "")].append((fn, rec))
         if passing:
             count = min(keep)
-            for name, items in passing.items():
+            verdict = Verdict("keep_newest", f"not among the {count} newest version(s) of its name")
+            for items in passing.values():
                 versions = sorted({str(r.get("version", "")) for _, r in items}, key=version_key, reverse=True)
                 if len(versions) <= count:
                     continue
                 kept = set(versions[:count])
-                verdict = Verdict("keep_newest", f"not among the {count} newest version(s) of {name} "
-                                                 f"({', '.join(versions[:count])})")
                 for fn, r in items:
                     if str(r.get("version", "")) not in kept:
                         out[fn] = verdict
@@ -413,9 +414,9 @@ class CompiledPolicy:
             low = name.lower()
             for pat in exclude:
                 if fnmatch.fnmatchcase(low, pat):
-                    return Verdict("name", f"name {name} matches the excluded pattern {pat!r}")
+                    return Verdict("name", f"name matches the excluded pattern {pat!r}")
             if include and not any(fnmatch.fnmatchcase(low, pat) for pat in include):
-                return Verdict("name", f"name {name} matches none of the included patterns "
+                return Verdict("name", "name matches none of the included patterns "
                                        f"({', '.join(include)})")
             return None
 
@@ -458,9 +459,9 @@ class CompiledPolicy:
             if ts is None:
                 return None  # no build time: age rules cannot judge it
             if newest is not None and ts > newest:
-                return Verdict("age", f"built {_day(ts)}, less than {days:g} day(s) ago (cooldown)")
+                return Verdict("age", f"built less than {days:g} day(s) ago (cooldown)")
             if oldest is not None and ts < oldest:
-                return Verdict("age", f"built {_day(ts)}, before {rule['not_before']}")
+                return Verdict("age", f"built before {rule['not_before']}")
             return None
 
         return check
@@ -482,10 +483,10 @@ class CompiledPolicy:
             key = key_of(name)
             for s in deny.get(key, ()):
                 if s.matches(version, build, bn):
-                    return Verdict("version", f"{name} {version} {build} matches the denied spec {s.text!r}")
+                    return Verdict("version", f"matches the denied spec {s.text!r}")
             specs = allow.get(key)
             if specs and not any(s.matches(version, build, bn) for s in specs):
-                return Verdict("version", f"{name} {version} {build} matches none of the allowed specs "
+                return Verdict("version", "matches none of the allowed specs "
                                           f"({', '.join(s.text for s in specs)})")
             return None
 
@@ -586,7 +587,7 @@ class CompiledPolicy:
                     score = f"score {a.score:g} {a.severity}" if a.score is not None else (
                         f"severity {a.severity}" if a.severity else "no score")
                     fix = f", fixed in {f.fixed}" if f.fixed else ", no fixed version"
-                    return Verdict("cve", f"{name} {version} is affected by {ident}{also}, {score}{fix}")
+                    return Verdict("cve", f"affected by {ident}{also}, {score}{fix}")
             return None
 
         def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:

@@ -69,7 +69,7 @@ def test_name_rule_globs_include_and_exclude(linux) -> None:
     for fn, rec in linux.items():
         name = rec["name"]
         if name.startswith("libstdcxx"):
-            assert out[fn].reason == f"name {name} matches the excluded pattern 'libstdcxx*'"
+            assert out[fn].reason == "name matches the excluded pattern 'libstdcxx*'"
         elif name.startswith(("python", "lib")) or name == "pip":
             assert fn not in out
         else:
@@ -182,8 +182,8 @@ def test_cve_rule_on_real_advisories_and_records(noarch, cves) -> None:
     old = [fn for fn, r in pip.items() if version_key(r["version"]) < version_key("23.3")]
     assert old and all(fn in out for fn in old)
     assert all(fn not in out for fn in set(pip) - set(old))
-    assert "pip 23.2.1 is affected by CVE-2023-5752 (PYSEC-2023-228), score 3.3 low, fixed in 23.3" in {
-        v.reason for v in out.values()}
+    assert {out[fn].reason for fn in old if version_key(pip[fn]["version"]) >= version_key("21.1")} == {
+        "affected by CVE-2023-5752 (PYSEC-2023-228), score 3.3 low, fixed in 23.3"}
 
     # the ignore list takes OSV ids and aliases alike
     ignoring = policy({"kind": "cve", "ignore": ["CVE-2023-5752", "PYSEC-2021-437"]}).compile(cves=cves)

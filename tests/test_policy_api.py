@@ -279,3 +279,61 @@ def test_license_information_in_responses_and_license_search(team: Api) -> None:
     assert [h["name"] for h in hits] == ["app"]  # its license is written "BSD 3-Clause"
     hits = api.get("/api/search", params={"license": "GPL-3.0-only"}).json()["items"]
     assert [h["name"] for h in hits] == ["gpl"]
+
+
+REAL_RULES = [{"kind": "name", "exclude": ["libffi"]}, {"kind": "license", "deny_families": ["GPL3"]},
+              {"kind": "age", "not_before": "2019-01-01"}, {"kind": "keep_newest", "count": 5}]
+
+
+@pytest.fixture
+def real_upstream(tmp_path: Path) -> Iterator[tuple[UpstreamChannel, dict]]:
+    """The real conda-forge linux-64 and noarch repodata of shared/data, served as an upstream channel."""
+    import zstandard
+
+    up = UpstreamChannel(tmp_path / "real")
+    records = {}
+    for subdir in ("linux-64", "noarch"):
+        src = SHARED_DATA / "repodata" / "conda-forge-subchannel-py39" / subdir / "repodata.json.zst"
+        raw = zstandard.ZstdDecompressor().stream_reader(src.open("rb")).read()
+        (up.root / subdir).mkdir(exist_ok=True)
+        (up.root / subdir / "repodata.json").write_bytes(raw)
+        import orjson
+
+        doc = orjson.loads(raw)
+        records[subdir] = {**doc.get("packages", {}), **doc.get("packages.conda", {})}
+    up.start()
+    yield up, records
+    up.stop()
+
+
+def test_preview_and_mirror_runs_on_real_conda_forge_repodata(server: Server, api: Api, real_upstream) -> None:
+    from conda_platform_plugin.policy import Policy, summarize
+
+    up, records = real_upstream
+    policy = Policy.from_json({"name": "real", "rules": REAL_RULES}).compile()
+    expected = {s: policy.exclusions(s, recs) for s, recs in records.items()}
+    counts = summarize(v for ex in expected.values() for v in ex.values())
+    total = sum(len(r) for r in records.values())
+    api.post("/api/policies", 201, json={"name": "real", "rules": REAL_RULES})
+
+    r = api.post("/api/policies/real/preview", json={"url": up.url, "subdirs": ["linux-64", "noarch"],
+                                                      "limit": 100_000}).json()
+    assert (r["records"], r["excluded"], r["by_rule"]) == (total, sum(counts.values()), counts)
+    assert {(e["subdir"], e["filename"]) for e in r["excluded_records"]} == {
+        (s, fn) for s, ex in expected.items() for fn in ex}
+    broken = {(u["subdir"], u["name"]) for u in r["uninstallable"]}
+    assert ("linux-64", "python") in broken  # every CPython build needs libffi
+
+    api.post("/api/channels", 201, json={"name": "forge"})
+    m = api.post("/api/channels/forge/mirrors", 201,
+                 json={"name": "cf", "source_url": up.url, "subdirs": ["linux-64"], "policy": "real",
+                       "run_now": True}).json()
+    assert m["effective_policy"] == "real"
+    run = wait_run(api, "/api/channels/forge/mirrors/cf")
+    assert run["status"] == "completed", run
+    assert run["figures"]["filtered_by_rule"] == counts
+    details = api.get("/api/channels/forge/mirrors/cf").json()["packages"]
+    assert (details["seen"], details["filtered"]) == (total, sum(counts.values()))
+    published = names(server, "forge", "linux-64") | names(server, "forge", "noarch")
+    assert len(published) == total - sum(counts.values())
+    assert not published & {fn for ex in expected.values() for fn in ex}

@@ -20,7 +20,7 @@ from conda_platform_plugin.names import KNOWN_SUBDIRS, check_segment
 from ..store.channels import Channel, ChannelStore
 from ..store.mirrors import ACTIVE, Mirror, Run
 from ..store.publish import CURRENT
-from ..store.tables import channels, files
+from ..store.tables import channels, files, mirror_filtered
 from ..store.times import iso_time
 from .clock import DEFAULT_CRON, check_cron, next_run
 from .engine import MirrorEngine
@@ -115,11 +115,12 @@ class Mirrors:
             async with self.platform.db.read() as conn:
                 published = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(
                     files.c.channel_id == m.channel_id, files.c.mirror_id == m.id, CURRENT))).scalar_one()
-            counts = await self.store.filtered_counts(m.id)
-            filtered = sum(c["count"] for c in counts)
-            by_rule: dict[str, int] = {}
-            for c in counts:
-                by_rule[c["rule"]] = by_rule.get(c["rule"], 0) + c["count"]
+            counts = await self.store.filtered_counts(m.id)  # the 100 commonest reasons
+            async with self.platform.db.read() as conn:  # every rule, however many reasons
+                by_rule = dict((await conn.execute(
+                    sa.select(mirror_filtered.c.rule, sa.func.count()).where(mirror_filtered.c.mirror_id == m.id)
+                    .group_by(mirror_filtered.c.rule).order_by(mirror_filtered.c.rule))).all())
+            filtered = sum(by_rule.values())
             out["packages"] = {"seen": published + filtered, "published": published, "filtered": filtered,
                                "filtered_by_rule": by_rule, "filtered_by_reason": counts}
         return out
