@@ -101,7 +101,8 @@ async def _subdir_file(request: web.Request, platform: Platform, served: Served,
 def _shard_response(request: web.Request, digest: str, data: bytes) -> web.Response:
     """A CEP-16 shard: bytes of a render's shard pack; its sha256 is its name and its strong ETag."""
     headers = {"ETag": f'"{digest}"', "Cache-Control": IMMUTABLE, "Content-Type": "application/zstd"}
-    if any(tag.strip() in (f'"{digest}"', "*") for tag in request.headers.get("If-None-Match", "").split(",")):
+    tags = {t.strip().removeprefix("W/") for t in request.headers.get("If-None-Match", "").split(",")}
+    if f'"{digest}"' in tags or "*" in tags:  # If-None-Match compares weakly
         return web.Response(status=304, headers=headers)
     return web.Response(body=data, headers=headers)
 
