@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import os
 import socket
 import subprocess
@@ -77,8 +78,6 @@ def expected(channel: UpstreamChannel, rel: str = f"noarch/{BIG}") -> bytes:
 
 
 def sha256_of(channel: UpstreamChannel, rel: str = f"noarch/{BIG}") -> str:
-    import hashlib
-
     return hashlib.sha256(expected(channel, rel)).hexdigest()
 
 
