@@ -41,6 +41,8 @@ class Mirror:
     next_run_at: float | None
     created_at: float
     updated_at: float
+    #: the mirror's own policy (column added by the policy migration; None: the channel's applies)
+    policy_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ _MIRROR_COLS = [*(c for c in mirrors.c), channels.c.name.label("channel")]
 def _mirror(row: sa.Row) -> Mirror:
     m = dict(row._mapping)
     m["subdirs"] = orjson.loads(m["subdirs"]) if m["subdirs"] else None
-    return Mirror(**{k: m[k] for k in Mirror.__dataclass_fields__})
+    return Mirror(**{k: m[k] for k in Mirror.__dataclass_fields__ if k in m})
 
 
 def _run(row: sa.Row) -> Run:
