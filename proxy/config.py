@@ -6,6 +6,23 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conda_platform_plugin.errors import BadRequest
+
+
+def _seconds(name: str, default: float) -> float:
+    """A positive number of seconds from env ``CONDA_PLATFORM_<name>``, else ``default``."""
+    raw = os.environ.get(f"CONDA_PLATFORM_{name}")
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise BadRequest(f"CONDA_PLATFORM_{name} must be a number of seconds above 0, not {raw!r}",
+                         code="invalid_setting")
+    return value
+
 
 @dataclass
 class Config:
@@ -17,8 +34,9 @@ class Config:
     max_files_per_upload: int = 200
     serving_ttl: float = 2.0
     #: upstream fetches (mirror runs, on-demand downloads): connect and between-bytes timeouts
-    upstream_connect_timeout: float = 10.0
-    upstream_read_timeout: float = 30.0
+    #: (env CONDA_PLATFORM_UPSTREAM_CONNECT_TIMEOUT / CONDA_PLATFORM_UPSTREAM_READ_TIMEOUT, seconds)
+    upstream_connect_timeout: float = field(default_factory=lambda: _seconds("UPSTREAM_CONNECT_TIMEOUT", 10.0))
+    upstream_read_timeout: float = field(default_factory=lambda: _seconds("UPSTREAM_READ_TIMEOUT", 30.0))
     #: mirror runs: how many at once in this process, how often a run's heartbeat is written, after how
     #: long without one another process may call it dead, how often the scheduler looks for due
     #: mirrors (0: never by itself; tests call tick()), and the largest upstream index accepted

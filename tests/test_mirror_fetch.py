@@ -362,6 +362,21 @@ def test_a_slow_upstream_is_a_504_within_the_timeout(tmp_path: Path, up: Upstrea
         server.stop()
 
 
+def test_the_timeouts_of_a_served_process_come_from_the_environment(server: Server, up: UpstreamChannel,
+                                                                   tmp_path: Path) -> None:
+    repo = publish_passive(server, up)
+    up.fault(f"noarch/{BIG}", "hold")
+    with _serve_process(server.data_dir, CONDA_PLATFORM_UPSTREAM_READ_TIMEOUT="0.5") as (other, _proc):
+        started = time.monotonic()
+        r = requests.get(f"{repo.replace(server.url, other)}/noarch/{BIG}", timeout=30)
+        assert r.status_code == 504 and time.monotonic() - started < 5
+    bad = subprocess.run([str(Path(sys.executable).with_name("conda-platform")), "serve", "--data-dir",
+                          str(tmp_path / "unused")], env={**os.environ, "CONDA_PLATFORM_UPSTREAM_READ_TIMEOUT": "soon"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "CONDA_PLATFORM_UPSTREAM_READ_TIMEOUT" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
+
+
 # -- two server processes on one data dir ---------------------------------------------------------
 
 
@@ -373,13 +388,13 @@ def second_process(server: Server) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _serve_process(data_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+def _serve_process(data_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).with_name("conda-platform")
     proc = subprocess.Popen([str(exe), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     try:
         wait_until(lambda: proc.poll() is None and _answers(f"http://127.0.0.1:{port}/api/channels"), timeout=60)
         yield f"http://127.0.0.1:{port}", proc
