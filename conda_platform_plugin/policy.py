@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import gc
 import hashlib
 import re
 from collections import defaultdict
@@ -53,6 +54,7 @@ from .versions import version_key
 #: evaluation order of rule kinds (see the module docstring)
 KINDS = ("subdir", "name", "signature", "age", "version", "license", "cve", "keep_newest")
 DAY = 86400.0
+_MISS = object()
 
 
 @dataclass(frozen=True)
@@ -253,17 +255,6 @@ class Policy:
 Check = Callable[[str, Mapping, Mapping | None], Verdict | None]  # (filename, record, signatures)
 
 
-def _timestamp(record: Mapping) -> float | None:
-    ts = record.get("timestamp")
-    if not isinstance(ts, (int, float)) or ts <= 0:
-        return None
-    return ts / 1000.0 if ts > 1e11 else float(ts)
-
-
-def _day(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
-
-
 @lru_cache(maxsize=100_000)
 def _conda_version(v: str) -> Version | None:
     try:
@@ -351,6 +342,29 @@ class CompiledPolicy:
         self._checks: list[Check] = [self._compile(r) for r in ordered if r["kind"] not in ("subdir", "keep_newest")]
         self._keep = [r["count"] for r in ordered if r["kind"] == "keep_newest"]
         self.needs_signatures = "signature" in policy.kinds
+        #: name -> (the verdict on the name alone, or the record checks that concern that name)
+        self._plans: dict[str, tuple[Verdict | None, tuple[Check, ...]]] = {}
+
+    def _plan(self, name: str) -> tuple[Verdict | None, tuple[Check, ...]]:
+        """Most rules decide by name, or concern few names (version specs, advisories): each name
+        is judged once and its records run only the checks that can exclude them."""
+        plan = self._plans.get(name)
+        if plan is not None:
+            return plan
+        checks: list[Check] = []
+        verdict = None
+        for check in self._checks:
+            by_name = getattr(check, "by_name", None)
+            if by_name is not None:
+                verdict = by_name(name)
+                if verdict is not None:
+                    break
+                continue
+            concerns = getattr(check, "concerns", None)
+            if concerns is None or concerns(name):
+                checks.append(check)
+        plan = self._plans[name] = (verdict, () if verdict is not None else tuple(checks))
+        return plan
 
     def __repr__(self) -> str:
         return f"CompiledPolicy({self.name!r} v{self.version}, {self.fingerprint})"
@@ -364,19 +378,37 @@ class CompiledPolicy:
             if subdir not in rule["allow"]:
                 verdict = Verdict("subdir", f"subdir {subdir} is not allowed (allowed: {', '.join(rule['allow'])})")
                 return dict.fromkeys(records, verdict)
+        if len(records) < 10_000 or not gc.isenabled():
+            return self._exclusions(records, signatures)
+        # A big subdir: the cyclic GC would walk every record dict again and again while the
+        # verdicts are built (up to half the time); nothing here makes cycles, so it waits.
+        gc.disable()
+        try:
+            return self._exclusions(records, signatures)
+        finally:
+            gc.enable()
+
+    def _exclusions(self, records: Mapping[str, Mapping], signatures: Mapping[str, Mapping] | None
+                    ) -> dict[str, Verdict]:
         out: dict[str, Verdict] = {}
-        checks = self._checks
+        plans = self._plans
+        plan_of = self._plan
         keep = self._keep
         passing: dict[str, list[tuple[str, Mapping]]] | None = defaultdict(list) if keep else None
         for fn, rec in records.items():
-            for check in checks:
+            name = rec.get("name", "")
+            plan = plans.get(name) or plan_of(name)
+            if plan[0] is not None:
+                out[fn] = plan[0]
+                continue
+            for check in plan[1]:
                 verdict = check(fn, rec, signatures)
                 if verdict is not None:
                     out[fn] = verdict
                     break
             else:
                 if passing is not None:
-                    passing[rec.get("name", "")].append((fn, rec))
+                    passing[name].append((fn, rec))
         if passing:
             count = min(keep)
             verdict = Verdict("keep_newest", f"not among the {count} newest version(s) of its name")
@@ -396,7 +428,10 @@ class CompiledPolicy:
         for rule in self._subdir_rules:
             if subdir not in rule["allow"]:
                 return Verdict("subdir", f"subdir {subdir} is not allowed (allowed: {', '.join(rule['allow'])})")
-        for check in self._checks:
+        name_verdict, checks = self._plan(record.get("name", ""))
+        if name_verdict is not None:
+            return name_verdict
+        for check in checks:
             v = check(filename, record, signatures)
             if v is not None:
                 return v
@@ -428,6 +463,7 @@ class CompiledPolicy:
                 v = cache[name] = judge(name)
                 return v
 
+        check.by_name = judge  # type: ignore[attr-defined] - see _plan
         return check
 
     def _c_signature(self, rule: dict) -> Check:
@@ -453,15 +489,22 @@ class CompiledPolicy:
         newest = self.now - rule["min_days"] * DAY if rule.get("min_days") is not None else None
         oldest = _date(rule.get("not_before"), "age rule")
         days = rule.get("min_days")
+        too_new = Verdict("age", f"built less than {days:g} day(s) ago (cooldown)") if days is not None else None
+        too_old = Verdict("age", f"built before {rule['not_before']}")
+        # repodata timestamps are in milliseconds (old records: seconds)
+        newest_ms = newest * 1000 if newest is not None else None
+        oldest_ms = oldest * 1000 if oldest is not None else None
 
         def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
-            ts = _timestamp(rec)
-            if ts is None:
+            ts = rec.get("timestamp")
+            if not ts or ts.__class__ not in (int, float):
                 return None  # no build time: age rules cannot judge it
-            if newest is not None and ts > newest:
-                return Verdict("age", f"built less than {days:g} day(s) ago (cooldown)")
-            if oldest is not None and ts < oldest:
-                return Verdict("age", f"built before {rule['not_before']}")
+            if ts < 1e11:
+                ts *= 1000
+            if newest_ms is not None and ts > newest_ms:
+                return too_new
+            if oldest_ms is not None and ts < oldest_ms:
+                return too_old
             return None
 
         return check
@@ -502,6 +545,7 @@ class CompiledPolicy:
                 v = cache[ck] = judge(name, str(ck[1]), str(ck[2]), int(ck[3] or 0))
                 return v
 
+        check.concerns = lambda name: key_of(name) in deny or key_of(name) in allow  # type: ignore[attr-defined]
         return check
 
     def _c_license(self, rule: dict) -> Check:
@@ -544,12 +588,12 @@ class CompiledPolicy:
                                       f"family {fams})")
 
         def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
-            ck = (rec.get("license"), rec.get("license_family"))
-            try:
-                return cache[ck]
-            except KeyError:
-                v = cache[ck] = judge(*ck)
-                return v
+            text, family = rec.get("license"), rec.get("license_family")
+            ck = text if family is None else (text, family)
+            v = cache.get(ck, _MISS)
+            if v is _MISS:
+                v = cache[ck] = judge(text, family)
+            return v
 
         return check
 
@@ -592,8 +636,6 @@ class CompiledPolicy:
 
         def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
             name = rec.get("name", "")
-            if not cves.may_concern(name):
-                return None
             from .cves import is_python_record
 
             ck = (name, rec.get("version", ""), name.startswith("r-") or is_python_record(rec))
@@ -603,6 +645,7 @@ class CompiledPolicy:
                 v = cache[ck] = judge(name, str(ck[1]), rec)
                 return v
 
+        check.concerns = cves.may_concern  # type: ignore[attr-defined] - see _plan
         return check
 
 
