@@ -360,8 +360,15 @@ class Fetcher:
             # the worker threads end first: no write or rename races the abort (a no-op after a commit)
             await asyncio.gather(*(f for f in (busy, committing) if f is not None), return_exceptions=True)
             writer.abort()
-            d.error = e if isinstance(e, PlatformError) else UpstreamError(
-                f"the download of {shown} stopped: {e.__class__.__name__}", detail={"url": shown})
+            if isinstance(e, PlatformError):
+                d.error = e
+            elif isinstance(e, Exception):  # e.g. a full disk: this server's fault, not the upstream's
+                log.error("on-demand fetch of %s failed on this server", shown, exc_info=e)
+                d.error = PlatformError(f"the download of {shown} failed on this server ({e.__class__.__name__})",
+                                        detail={"url": shown})
+            else:
+                d.error = UpstreamError(f"the download of {shown} was stopped (server shutdown)",
+                                        detail={"url": shown})
             log.warning("on-demand fetch of %s failed: %s", shown, d.error.message)
             if not isinstance(e, Exception):
                 raise
