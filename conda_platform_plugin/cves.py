@@ -447,7 +447,9 @@ def artifact_report(index: CveIndex, name: str, files: Iterable[tuple[str, str, 
         eco = eco or ecosystem_of(name, record)
         found = index.findings(name, version, record)
         per_file.append({"subdir": subdir, "filename": filename, "version": version,
-                         "cves": [f.advisory.id for f in found if f.affected]})
+                         "cves": [f.advisory.id for f in found if f.affected],
+                         "findings": [{"id": f.advisory.id, "affected": f.affected, "fixed_version": f.fixed}
+                                      for f in found]})
         for f in found:
             entry = by_id.get(f.advisory.id)
             if entry is None:

@@ -156,6 +156,12 @@ def test_artifact_report_per_file(index: CveIndex, real_records) -> None:
     files = {f["filename"]: f for f in report["files"]}
     assert files["pip-24.0-pyhd8ed1ab_0.conda"]["cves"] == []
     assert files["pip-23.2.1-pyhd8ed1ab_0.conda"]["cves"] == ["PYSEC-2023-228"]
+    # each file: every advisory naming the package, with this file's verdict
+    findings = {f["id"]: f for f in files["pip-21.0-pyhd8ed1ab_0.tar.bz2"]["findings"]}
+    assert len(findings) == report["total"]
+    assert findings["PYSEC-2021-437"] == {"id": "PYSEC-2021-437", "affected": True, "fixed_version": "21.1"}
+    assert findings["PYSEC-2023-228"]["fixed_version"] == "23.3"
+    assert not any(f["affected"] for f in files["pip-24.0-pyhd8ed1ab_0.conda"]["findings"])
 
 
 def test_a_yaml_record_reads_like_its_json_twin() -> None:
