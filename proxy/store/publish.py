@@ -235,8 +235,20 @@ class Publisher:
                     query = base.order_by(files.c.name, files.c.filename)
                     result = await conn.stream(query.execution_options(yield_per=BATCH))
                     carry: list = []
-                    async for part in result.partitions(BATCH):
-                        carry = await asyncio.to_thread(_feed_sorted, renderer, carry, part, partials)
+                    feeding: asyncio.Future | None = None
+                    try:
+                        async for part in result.partitions(BATCH):
+                            # the next batch is fetched while the worker thread feeds this one
+                            if feeding is not None:
+                                carry = await feeding
+                            feeding = asyncio.ensure_future(
+                                asyncio.to_thread(_feed_sorted, renderer, carry, part, partials))
+                        if feeding is not None:
+                            carry = await feeding
+                    except BaseException:
+                        if feeding is not None:  # the renderer is aborted below: not while it is fed
+                            await asyncio.wait([feeding])
+                        raise
                     if carry:
                         await asyncio.to_thread(_feed_group, renderer, carry, partials)
                 else:
