@@ -294,11 +294,7 @@ class Publisher:
         if fed is not None:
             from_db, from_partials = await asyncio.to_thread(_split_complete, names, fed, rendered)
             abouts = await self._abouts(cid, [p[6] for parts in from_partials.values() for p in parts])
-            for name, parts in from_partials.items():
-                newest = max(parts, key=lambda p: (p[1], p[2]))
-                packages[name] = _channeldata_entry(
-                    newest[3], {p[0] for p in parts}, max(p[4] for p in parts), newest[5], abouts.get(newest[6])
-                )
+            packages.update(await asyncio.to_thread(_entries_from_partials, from_partials, abouts))
             for name in names - from_partials.keys() - set(from_db):
                 packages.pop(name, None)
         async with self.db.read() as conn:
@@ -364,6 +360,16 @@ def _split_complete(names: set[str], fed: dict[str, dict[str, list]],
         if parts:
             complete[name] = parts
     return sorted(incomplete), complete
+
+
+def _entries_from_partials(from_partials: dict[str, list], abouts: dict[int, dict]) -> dict[str, dict]:
+    out = {}
+    for name, parts in from_partials.items():
+        newest = max(parts, key=lambda p: (p[1], p[2]))
+        out[name] = _channeldata_entry(
+            newest[3], {p[0] for p in parts}, max(p[4] for p in parts), newest[5], abouts.get(newest[6])
+        )
+    return out
 
 
 ABOUT_KEYS = ("summary", "description", "home", "dev_url", "doc_url", "source_url")
