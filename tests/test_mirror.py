@@ -345,3 +345,19 @@ def test_policy_step_filters_with_reasons_and_a_new_policy_rewrites(server: Serv
     assert "upstream_unchanged" not in run["figures"] and run["figures"]["added"] == 2, run
     assert team.get(f"{BASE}/up/packages", params={"state": "filtered"}).json()["total"] == 0
     assert sorted(repodata(server, "team", "noarch")["packages.conda"]) == ["liba-1.0-0.conda", "liba-2.0-0.conda"]
+
+
+def test_a_new_source_url_moves_where_bytes_come_from(server: Server, team: Api, upstream: UpstreamChannel) -> None:
+    create(team, upstream.url, subdirs=[], run_now=True)
+    assert wait_run(team, "up")["status"] == "completed"
+    moved = UpstreamChannel(upstream.root, prefix="/conda/moved").start()  # the same channel, elsewhere
+    try:
+        team.request("PATCH", f"{BASE}/up", json={"source_url": moved.url})
+        team.post(f"{BASE}/up/run", 202)
+        run = wait_run(team, "up")
+        assert (run["figures"]["added"], run["figures"]["removed"]) == (2, 2), run  # same records, new URLs
+        r = requests.get(f"{server.url}/api/repo/team/noarch/liba-2.0-0.conda", timeout=30)
+        assert r.status_code == 200 and r.content == (upstream.root / "noarch" / "liba-2.0-0.conda").read_bytes()
+        assert moved.hits["noarch/liba-2.0-0.conda"] == 1 and upstream.hits["noarch/liba-2.0-0.conda"] == 0
+    finally:
+        moved.stop()

@@ -376,14 +376,14 @@ class MirrorEngine:
                 self._check(live)
                 self._step(live, "policy", f"applying policy to {index.subdir}")
                 # a stop abandons the parse at once (its thread finishes on its own, its result unused)
-                prepared: Prepared = await self._interruptible(live, asyncio.to_thread(prepare, index, policy))
+                prepared: Prepared = await self._interruptible(
+                    live, asyncio.to_thread(prepare, index, policy, source.url))
                 index.body = b""  # the parsed copy is all we need from here on
                 self._check(live)
                 self._step(live, "write", f"writing metadata of {index.subdir} ({len(prepared.wanted)} records)")
                 sync = await self.platform.files.sync_mirror(
                     conn, mirror.channel_id, mirror.id, index.subdir, prepared.wanted,
-                    lambda names, p=prepared, u=index.url: new_files(p, names, source=source.url, repodata_url=u,
-                                                                   mirror_id=mirror.id),
+                    lambda names, p=prepared: new_files(p, names, mirror_id=mirror.id),
                     generation, checkpoint=lambda: self._check(live))
                 for fn in sync.conflicts:
                     _, name, version, *_ = prepared.kept[fn]

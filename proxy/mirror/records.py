@@ -25,7 +25,7 @@ class Prepared:
     subdir: str
     info: dict
     seen: int = 0  # upstream records (.tar.bz2 and .conda)
-    #: kept filename -> (canonical record, name, version, build, sha256, md5, size, license)
+    #: kept filename -> (canonical record, name, version, build, sha256, md5, size, license, source URL)
     kept: dict[str, tuple] = field(default_factory=dict)
     wanted: dict[str, bytes] = field(default_factory=dict)  # kept filename -> record digest
     filtered: list[dict] = field(default_factory=list)  # mirror_filtered rows (without mirror/subdir)
@@ -40,7 +40,7 @@ def canonical(record: dict) -> bytes:
     return bytes(memoryview(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)))
 
 
-def prepare(index: Index, policy: object | None) -> Prepared:
+def prepare(index: Index, policy: object | None, source: str) -> Prepared:
     """Parse, filter (sha256, policy) and reduce to what rows need; the parsed dicts are dropped
     record by record as they are reduced, so the peak is about one parsed copy of the subdir."""
     doc = index.parse()
@@ -68,10 +68,11 @@ def prepare(index: Index, policy: object | None) -> Prepared:
     while records:
         fn, rec = records.popitem()
         raw = canonical(rec)
-        wanted[fn] = record_digest(raw)
+        url = file_url(source, index.subdir, index.url, info, fn)
+        wanted[fn] = record_digest(raw, url)
         kept[fn] = (raw, str(rec.get("name") or ""), str(rec.get("version") or ""), str(rec.get("build") or ""),
                     str(rec["sha256"]), str(rec.get("md5") or ""), int(rec.get("size") or 0),
-                    str(rec.get("license") or ""))
+                    str(rec.get("license") or ""), url)
     return out
 
 
@@ -83,12 +84,12 @@ def _filter(out: Prepared, fn: str, rec: dict, rule: str, reason: str) -> None:
     out.by_rule[rule] += 1
 
 
-def new_files(prepared: Prepared, names: list[str], *, source: str, repodata_url: str, mirror_id: int) -> list[NewFile]:
+def new_files(prepared: Prepared, names: list[str], *, mirror_id: int) -> list[NewFile]:
     """File rows (without blobs) for some kept records."""
-    subdir, info, kept = prepared.subdir, prepared.info, prepared.kept
+    subdir, kept = prepared.subdir, prepared.kept
     rows = []
     for fn in names:
-        raw, name, version, build, sha256, md5, size, license_ = kept[fn]
+        raw, name, version, build, sha256, md5, size, license_, url = kept[fn]
         rows.append(NewFile("conda", subdir, fn, name, version, build, sha256, md5, size, raw, None, None, license_,
-                            "", mirror_id, file_url(source, subdir, repodata_url, info, fn)))
+                            "", mirror_id, url))
     return rows

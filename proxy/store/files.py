@@ -51,9 +51,12 @@ _NEWFILE_FIELDS = tuple(NewFile.__dataclass_fields__)
 _NEWFILE_VALUES = operator.attrgetter(*_NEWFILE_FIELDS)  # asdict() deep-copies: too slow for 500,000 rows
 
 
-def record_digest(record: bytes) -> bytes:
-    """A short digest of a canonical record: how a mirror sync tells a changed record from an unchanged one."""
-    return hashlib.blake2b(record, digest_size=16).digest()
+def record_digest(record: bytes, source_url: str | None) -> bytes:
+    """A short digest of a canonical record and where its bytes come from: how a mirror sync tells
+    a changed file row from an unchanged one (a new upstream URL is a change too)."""
+    h = hashlib.blake2b(record, digest_size=16)
+    h.update(b"\n" + (source_url or "").encode())
+    return h.digest()
 
 
 @dataclass
@@ -216,7 +219,7 @@ class FileStore:
                           wanted: Mapping[str, bytes], rows_for: Callable[[list[str]], list[NewFile]],
                           generation: Callable[[], Awaitable[int]], batch: int = 5000,
                           checkpoint: Callable[[], None] | None = None) -> MirrorSync:
-        """Make one mirror's current files in one subdir exactly ``wanted`` (filename → record_digest),
+        """Make one mirror's current files in one subdir exactly ``wanted`` (filename → record_digest()),
         inside the caller's write transaction.
 
         Unchanged rows are left alone; changed and vanished ones are marked removed; new and changed
@@ -228,12 +231,12 @@ class FileStore:
         result = MirrorSync()
         mine = (files.c.channel_id == channel_id) & (files.c.subdir == subdir) & CURRENT
         existing: dict[str, tuple[int, bytes]] = {}
-        stream = await conn.stream(sa.select(files.c.id, files.c.filename, files.c.record)
+        stream = await conn.stream(sa.select(files.c.id, files.c.filename, files.c.record, files.c.source_url)
                                    .where(mine, files.c.mirror_id == mirror_id)
                                    .execution_options(yield_per=batch))
         async for part in stream.partitions(batch):
-            existing.update(await asyncio.to_thread(lambda rows: {r[1]: (r[0], record_digest(r[2])) for r in rows},
-                                                    part))
+            existing.update(await asyncio.to_thread(
+                lambda rows: {r[1]: (r[0], record_digest(r[2], r[3])) for r in rows}, part))
         others = set((await conn.execute(sa.select(files.c.filename).where(
             mine, files.c.mirror_id.is_(None) | (files.c.mirror_id != mirror_id)))).scalars())
         removed = [fid for fn, (fid, digest) in existing.items() if wanted.get(fn) != digest]
