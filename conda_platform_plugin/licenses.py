@@ -149,6 +149,7 @@ ALIASES: dict[str, str] = {
     **dict.fromkeys(["ofl", "ofl11", "silopenfontlicenseversion11"], "OFL-1.1"),
     "zlib": "Zlib",
     "zliblibpng": "Zlib",
+    "mitxderivate": "curl",  # how curl's recipes describe the curl license
     "bzip2": "bzip2-1.0.6",
     "zopepublic": "ZPL-2.1",
     "freetype": "FTL",
@@ -315,7 +316,7 @@ def family_of(spdx_id: str) -> str:
         return "GPL"
     if s.startswith(("BSD", "0BSD")):
         return "BSD"
-    if s in ("MIT", "X11", "MIT-0") or s.startswith("MIT-"):
+    if s in ("MIT", "X11", "MIT-0", "CURL") or s.startswith("MIT-"):
         return "MIT"
     if s.startswith("APACHE"):
         return "APACHE"
