@@ -13,6 +13,9 @@ served by nginx (bench/harness.py) or, without nginx, by a plain aiohttp static 
     Goal: ≤ 60 s. Baseline, measured in the same run: download + decompress + orjson.loads of the
     same index — the least any mirror must do before writing anything.
 (b) No-change re-sync: the second run; the upstream answers 304. Goal: ≤ 1 s, no new generation.
+(c) A typical daily re-sync: the upstream dropped 1,000 records and gained 1,000 new ones (a copy of
+    the source with those changes; the mirror's source URL is edited to point at it). The whole
+    index is fetched and parsed again, but only 2,000 rows change and the publish is incremental.
 """
 
 from __future__ import annotations
@@ -65,6 +68,33 @@ def source_dir(records: int) -> Path:
     return src
 
 
+CHANGED = 1000
+
+
+def changed_dir(records: int) -> Path:
+    """bench/out/mirror-src<N>-changed/: the source minus CHANGED records plus CHANGED new ones."""
+    src = OUT / f"mirror-src{records}-changed"
+    zst = src / "linux-64" / "repodata.json.zst"
+    if not zst.is_file():
+        base = source_dir(records)
+        doc = orjson.loads((base / "linux-64" / "repodata.json").read_bytes())
+        key = "packages.conda" if len(doc.get("packages.conda", {})) > 2 * CHANGED else "packages"
+        part = doc[key]
+        names = list(part)
+        for fn in names[:CHANGED]:
+            del part[fn]
+        for i, fn in enumerate(names[CHANGED:2 * CHANGED]):
+            rec = dict(part[fn], build=f"bench_{i}", sha256=f"{i:064x}")
+            stem, ext = (fn[:-6], ".conda") if fn.endswith(".conda") else (fn[:-8], ".tar.bz2")
+            part[f"{stem.rsplit('-', 1)[0]}-bench_{i}{ext}"] = rec
+        (src / "linux-64").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(base / "noarch", src / "noarch", dirs_exist_ok=True)
+        tmp = zst.with_suffix(".tmp")
+        tmp.write_bytes(zstandard.ZstdCompressor(level=10, threads=-1).compress(orjson.dumps(doc)))
+        tmp.replace(zst)
+    return src
+
+
 @contextlib.contextmanager
 def serve(root: Path) -> Iterator[tuple[str, str]]:
     """(base URL, server name): nginx when installed, else an aiohttp static server in a thread."""
@@ -113,7 +143,8 @@ def baseline(url: str) -> float:
     return time.perf_counter() - t0
 
 
-async def measure(url: str, args: argparse.Namespace) -> list[dict]:
+async def measure(root_url: str, args: argparse.Namespace) -> list[dict]:
+    url = f"{root_url}/{source_dir(args.records).name}"
     work = Path(tempfile.mkdtemp(prefix="mirror-", dir=args.work_dir))
     rows = []
     try:
@@ -124,7 +155,12 @@ async def measure(url: str, args: argparse.Namespace) -> list[dict]:
             await platform.create_channel("bench")
             await platform.mirrors.create("bench", {"name": "big", "source_url": url, "subdirs": ["linux-64"]})
             mirror = await platform.mirrors.get("bench", "big")
-            for label, goal in (("full sync", GOAL_FULL_S), ("no-change re-sync", GOAL_NOCHANGE_S)):
+            for label, goal in (("full sync", GOAL_FULL_S), ("no-change re-sync", GOAL_NOCHANGE_S),
+                                (f"changed re-sync (-{CHANGED:,} +{CHANGED:,})", None)):
+                if label.startswith("changed"):
+                    await platform.mirrors.update("bench", "big",
+                                                  {"source_url": f"{root_url}/{changed_dir(args.records).name}"})
+                    mirror = await platform.mirrors.get("bench", "big")
                 with PeakRSS() as mem:
                     t0 = time.perf_counter()
                     run = await platform.mirrors.engine.start_run(mirror)
@@ -133,8 +169,9 @@ async def measure(url: str, args: argparse.Namespace) -> list[dict]:
                 assert run.status == "completed", (run.status, run.reason)
                 fig = run.figures
                 rows.append({"step": label, "records": fig.get("records_published"), "added": fig.get("added"),
-                             "generation": run.generation, "seconds": round(took, 2), "goal_s": goal,
-                             "ok": took <= goal, **mem.figures(),
+                             "removed": fig.get("removed"), "generation": run.generation,
+                             "seconds": round(took, 2), "goal_s": goal, "ok": None if goal is None else took <= goal,
+                             **mem.figures(),
                              "steps_s": " ".join(f"{k}={v:.1f}" for k, v in fig.get("seconds", {}).items())})
         finally:
             await platform.mirrors.engine.shutdown()
@@ -158,12 +195,13 @@ def main() -> None:
             server_url = stack.enter_context(start_postgres(Path(tempfile.mkdtemp(prefix="pg-", dir=args.work_dir))))
             args.database_url = create_database_sync(server_url, f"bench_{uuid.uuid4().hex[:8]}")
         src = source_dir(args.records)
-        url, server = stack.enter_context(serve(src))
+        changed_dir(args.records)
+        url, server = stack.enter_context(serve(OUT))
         zst_mb = (src / "linux-64" / "repodata.json.zst").stat().st_size / MB
         json_mb = (src / "linux-64" / "repodata.json").stat().st_size / MB
         print(f"upstream: {args.records:,} records, repodata.json {json_mb:.0f} MB, .zst {zst_mb:.0f} MB, "
               f"served by {server}; database: {'PostgreSQL' if args.database_url else 'SQLite'}", flush=True)
-        base = baseline(url)
+        base = baseline(f"{url}/{src.name}")
         rows = asyncio.run(measure(url, args))
     rows.insert(0, {"step": "baseline: download + decompress + parse", "records": args.records,
                     "seconds": round(base, 2)})

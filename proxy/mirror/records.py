@@ -7,6 +7,7 @@ batch, for the rows that are actually written).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -52,13 +53,14 @@ def prepare(index: Index, policy: object | None, source: str) -> Prepared:
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
     del doc
     out = Prepared(index.subdir, info, seen=len(records))
-    for fn in [fn for fn, rec in records.items()
-               if not isinstance(rec, dict) or not rec.get("sha256") or not fn.endswith(CONDA_EXTENSIONS) or "/" in fn]:
+    for fn in [fn for fn, rec in records.items() if not _valid(fn, rec)]:
         rec = records.pop(fn)
-        if not isinstance(rec, dict) or not fn.endswith(CONDA_EXTENSIONS) or "/" in fn:
+        if not isinstance(rec, dict) or not fn.endswith(CONDA_EXTENSIONS) or "/" in fn or len(fn) > 400:
             _filter(out, fn, rec if isinstance(rec, dict) else {}, "invalid", "not a conda package record")
-        else:
+        elif not rec.get("sha256"):
             _filter(out, fn, rec, "sha256", NO_SHA256)
+        else:
+            _filter(out, fn, rec, "sha256", "record's sha256 is not 64 hex digits")
     if policy is not None:
         verdicts = policy.exclusions(index.subdir, records, None)  # type: ignore[attr-defined] - contract A
         for fn, verdict in verdicts.items():
@@ -70,10 +72,27 @@ def prepare(index: Index, policy: object | None, source: str) -> Prepared:
         raw = canonical(rec)
         url = file_url(source, index.subdir, index.url, info, fn)
         wanted[fn] = record_digest(raw, url)
-        kept[fn] = (raw, str(rec.get("name") or ""), str(rec.get("version") or ""), str(rec.get("build") or ""),
-                    str(rec["sha256"]), str(rec.get("md5") or ""), int(rec.get("size") or 0),
-                    str(rec.get("license") or ""), url)
+        kept[fn] = (raw, str(rec.get("name") or "")[:200], str(rec.get("version") or "")[:100],
+                    str(rec.get("build") or "")[:200], rec["sha256"].lower(), str(rec.get("md5") or "")[:32],
+                    _size(rec.get("size")), str(rec.get("license") or "")[:400], url)
     return out
+
+
+def _valid(fn: str, rec: object) -> bool:
+    if not isinstance(rec, dict) or not fn.endswith(CONDA_EXTENSIONS) or "/" in fn or len(fn) > 400:
+        return False
+    sha = rec.get("sha256")
+    return isinstance(sha, str) and _SHA256.fullmatch(sha) is not None
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _size(value: object) -> int:
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 def _filter(out: Prepared, fn: str, rec: dict, rule: str, reason: str) -> None:

