@@ -13,9 +13,9 @@ served by nginx (bench/harness.py) or, without nginx, by a plain aiohttp static 
     Goal: ≤ 60 s. Baseline, measured in the same run: download + decompress + orjson.loads of the
     same index — the least any mirror must do before writing anything.
 (b) No-change re-sync: the second run; the upstream answers 304. Goal: ≤ 1 s, no new generation.
-(c) A typical daily re-sync: the upstream dropped 1,000 records and gained 1,000 new ones (a copy of
-    the source with those changes; the mirror's source URL is edited to point at it). The whole
-    index is fetched and parsed again, but only 2,000 rows change and the publish is incremental.
+(c) A typical daily re-sync: the upstream dropped 1,000 records and gained 1,000 new ones (its
+    repodata.json.zst is replaced in place). The whole index is fetched and parsed again, but only
+    2,000 rows change and the publish is incremental.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -143,8 +144,7 @@ def baseline(url: str) -> float:
     return time.perf_counter() - t0
 
 
-async def measure(root_url: str, args: argparse.Namespace) -> list[dict]:
-    url = f"{root_url}/{source_dir(args.records).name}"
+async def measure(url: str, served: Path, args: argparse.Namespace) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="mirror-", dir=args.work_dir))
     rows = []
     try:
@@ -157,10 +157,10 @@ async def measure(root_url: str, args: argparse.Namespace) -> list[dict]:
             mirror = await platform.mirrors.get("bench", "big")
             for label, goal in (("full sync", GOAL_FULL_S), ("no-change re-sync", GOAL_NOCHANGE_S),
                                 (f"changed re-sync (-{CHANGED:,} +{CHANGED:,})", None)):
-                if label.startswith("changed"):
-                    await platform.mirrors.update("bench", "big",
-                                                  {"source_url": f"{root_url}/{changed_dir(args.records).name}"})
-                    mirror = await platform.mirrors.get("bench", "big")
+                if label.startswith("changed"):  # the upstream publishes a new index
+                    link = served / "linux-64" / "repodata.json.zst.new"
+                    os.link(changed_dir(args.records) / "linux-64" / "repodata.json.zst", link)
+                    os.replace(link, served / "linux-64" / "repodata.json.zst")
                 with PeakRSS() as mem:
                     t0 = time.perf_counter()
                     run = await platform.mirrors.engine.start_run(mirror)
@@ -196,13 +196,19 @@ def main() -> None:
             args.database_url = create_database_sync(server_url, f"bench_{uuid.uuid4().hex[:8]}")
         src = source_dir(args.records)
         changed_dir(args.records)
-        url, server = stack.enter_context(serve(OUT))
+        served = Path(tempfile.mkdtemp(prefix="mirror-served-", dir=args.work_dir))  # hard links, swapped in (c)
+        stack.callback(shutil.rmtree, served, True)
+        for sub in ("linux-64", "noarch"):
+            (served / sub).mkdir()
+            for f in (src / sub).glob("repodata.json.zst"):
+                os.link(f, served / sub / f.name)
+        url, server = stack.enter_context(serve(served))
         zst_mb = (src / "linux-64" / "repodata.json.zst").stat().st_size / MB
         json_mb = (src / "linux-64" / "repodata.json").stat().st_size / MB
         print(f"upstream: {args.records:,} records, repodata.json {json_mb:.0f} MB, .zst {zst_mb:.0f} MB, "
               f"served by {server}; database: {'PostgreSQL' if args.database_url else 'SQLite'}", flush=True)
-        base = baseline(f"{url}/{src.name}")
-        rows = asyncio.run(measure(url, args))
+        base = baseline(url)
+        rows = asyncio.run(measure(url, served, args))
     rows.insert(0, {"step": "baseline: download + decompress + parse", "records": args.records,
                     "seconds": round(base, 2)})
     print_table("passive mirror sync", rows)
