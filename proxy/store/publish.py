@@ -33,7 +33,7 @@ BATCH = 5000
 FULL_RENDER_SHARE = 0.25
 ANALYZE_AFTER = 10_000
 #: shard maps (digest -> where in which pack) of this many renders are kept in memory for serving
-SHARD_MAPS = 16
+SHARD_MAPS = 8
 #: the channeldata of this many recently published channels is kept parsed in memory
 CHANNELDATA_CACHED = 4
 
@@ -63,7 +63,7 @@ class Publisher:
         self.db = db
         self.root = index_root
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._shards: dict[tuple[int, str, int], dict[str, tuple[int, int, int]]] = {}  # recent renders'
+        self._shards: dict[tuple[int, str, int], asyncio.Future] = {}  # recent renders' shard maps
         #: channel -> (generation, its channeldata packages): the next publish starts from it instead
         #: of parsing the file again
         self._channeldata: dict[int, tuple[int, dict]] = {}
@@ -78,14 +78,20 @@ class Publisher:
     async def shard(self, channel_id: int, subdir: str, gen: int, hexdigest: str) -> bytes | None:
         """The bytes of a CEP-16 shard of the subdir's render ``gen``, or None when it has no such shard."""
         key = (channel_id, subdir, gen)
-        locations = self._shards.get(key)
-        if locations is None:
-            prev = await asyncio.to_thread(Previous.load, self.subdir_dir(channel_id, subdir, gen))
-            locations = shard_locations(prev.layout) if prev is not None else {}
-            while len(self._shards) >= SHARD_MAPS:
-                self._shards.pop(next(iter(self._shards)))
-            self._shards[key] = locations
-        loc = locations.get(hexdigest)
+        loading = self._shards.pop(key, None)
+        if loading is None:  # one load for all the requests that arrive together
+            loading = asyncio.ensure_future(asyncio.to_thread(_load_shard_map, self.subdir_dir(channel_id, subdir, gen)))
+        self._remember_shards(key, loading)
+        try:
+            locations = await loading
+        except BaseException:
+            if self._shards.get(key) is loading:  # not remembered: the next request tries again
+                del self._shards[key]
+            raise
+        try:
+            loc = locations.get(bytes.fromhex(hexdigest))
+        except ValueError:
+            return None
         if loc is None:
             return None
         pack_gen, offset, length = loc
@@ -128,6 +134,11 @@ class Publisher:
         for listener in self.listeners:
             listener(channel_id)
         return head
+
+    def _remember_shards(self, key: tuple[int, str, int], locations: asyncio.Future) -> None:
+        self._shards[key] = locations  # the most recently used last
+        while len(self._shards) > SHARD_MAPS:
+            self._shards.pop(next(iter(self._shards)))
 
     async def _render(self, cid: int, old: int, new: int) -> None:
         policy = await self.policy_for(cid) if self.policy_for is not None else None
@@ -270,6 +281,9 @@ class Publisher:
         except BaseException:
             renderer.abort()
             raise
+        done: asyncio.Future = asyncio.get_running_loop().create_future()
+        done.set_result(dict(zip(renderer.shards, renderer.locs)))
+        self._remember_shards((cid, subdir, gen), done)  # served at once, without loading the layout
         return stats.records, partials, renderer.names, full
 
     def _channeldata_names(self, cid: int, gen: int) -> list[str]:
@@ -417,6 +431,11 @@ def _entry_from_rows(rows: list, policy: CompiledPolicy | None) -> dict | None:
         record.get("license"),
         orjson.loads(newest.about) if newest.about else None,
     )
+
+
+def _load_shard_map(directory: Path) -> dict[bytes, tuple[int, int, int]]:
+    prev = Previous.load(directory)
+    return shard_locations(prev.layout) if prev is not None else {}
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -478,9 +478,10 @@ def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None
     return r.finish()
 
 
-def shard_locations(layout: dict) -> dict[str, tuple[int, int, int]]:
-    """sha256 hex of each shard of a render -> (pack generation, offset, length)."""
-    return {d.hex(): loc for d, loc in zip(layout["shards"], layout["locs"])}
+def shard_locations(layout: dict) -> dict[bytes, tuple[int, int, int]]:
+    """sha256 of each shard of a render -> (pack generation, offset, length); about 4 MB for
+    37,000 names."""
+    return dict(zip(layout["shards"], layout["locs"]))
 
 
 # The layout's columns are stored as int64 arrays and one digest blob: as msgpack lists of 37,000

@@ -1,7 +1,8 @@
-"""The publish-time policy seam (contract A): ``Publisher.policy_for`` filters uploaded files out of
-every rendered index; a changed policy fingerprint re-renders in full; no policy filters nothing.
+"""Publishing, white-box: the publish-time policy seam (contract A: ``Publisher.policy_for`` filters
+uploaded files out of every rendered index, a changed policy fingerprint re-renders in full, no
+policy filters nothing) and CEP-16 shards served from a render's shard pack.
 
-White-box: the test sets the seam itself with a real compiled policy (conda_platform_plugin.policy);
+The policy test sets the seam itself with a real compiled policy (conda_platform_plugin.policy);
 the policy API and its end-to-end tests belong to the policy module's own tests.
 """
 
@@ -83,3 +84,27 @@ def test_policy_for_filters_uploads_and_refingerprints(server: Server, api: Api,
     seen = _published(api, "noarch")
     assert {"bad-thing-1.0-0.conda", "bad-thing-2.0-0.conda"} <= seen["repodata"] == seen["shards"]
     assert "bad-thing" in seen["channeldata"] and "bad-thing" in seen["shard_names"]
+
+
+def test_shards_are_served_from_the_render_layout(server: Server, api: Api, tmp_path: Path) -> None:
+    """A process that did not render a generation (a restart, another server process) finds its shards
+    through the render's layout: the same bytes, named and tagged by their sha256, 304 on a match."""
+    import hashlib
+
+    api.post("/api/channels", 201, json={"name": "team"})
+    pk = tmp_path / "pk"
+    api.upload("team", build_conda_package(pk, "one", "1.0"), build_conda_package(pk, "two", "1.0"))
+    api.upload("team", build_conda_package(pk, "one", "2.0"))  # incremental: "two" keeps its shard
+    index = msgpack.unpackb(_unzstd(api.get("/api/repo/team/noarch/repodata_shards.msgpack.zst").content))
+    urls = {name: f"/api/repo/team/noarch/shards/{d.hex()}.msgpack.zst" for name, d in index["shards"].items()}
+    first = {name: api.get(url).content for name, url in urls.items()}
+    server.platform.publisher._shards.clear()  # as after a restart
+    for name, url in urls.items():
+        r = api.get(url)
+        assert r.content == first[name]
+        digest = hashlib.sha256(r.content).hexdigest()
+        assert url.endswith(f"/{digest}.msgpack.zst") and r.headers["ETag"] == f'"{digest}"'
+        assert api.get(url, expect=304, headers={"If-None-Match": f'W/"{digest}"'}).content == b""
+    shard = msgpack.unpackb(_unzstd(first["one"]))
+    assert set(shard["packages.conda"]) == {"one-1.0-0.conda", "one-2.0-0.conda"}
+    api.get("/api/repo/team/noarch/shards/" + "f" * 64 + ".msgpack.zst", expect=404)
