@@ -1,5 +1,12 @@
 """The one publish path: render what changed since the published generation, then flip the
-channel's published pointer in one transaction. A frozen channel is not rendered until unfreeze."""
+channel's published pointer in one transaction. A frozen channel is not rendered until unfreeze.
+
+With a channel policy (``Publisher.policy_for``, contract A), uploaded files (``mirror_id IS NULL``)
+that the policy excludes, judged per (subdir, package name), are left out of every rendered index;
+mirrored files were already filtered by their mirror run. The policy's fingerprint is kept with the
+render (``channeldata/<gen>.policy``): a different fingerprint renders every subdir in full. Without
+a policy nothing is evaluated.
+"""
 
 from __future__ import annotations
 
