@@ -16,7 +16,8 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from itertools import chain, groupby
 from operator import itemgetter
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conda_platform_plugin.versions import version_key
 
@@ -251,16 +253,16 @@ class Publisher:
                     await asyncio.to_thread(_feed_from_sqlite, sqlite_path, str(compiled), params, renderer, partials)
                 elif full:
                     query = base.order_by(files.c.name, files.c.filename)
-                    result = await conn.stream(query.execution_options(yield_per=BATCH))
                     carry: list = []
                     feeding: asyncio.Future | None = None
                     try:
-                        async for part in result.partitions(BATCH):
-                            # the next batch is fetched while the worker thread feeds this one
-                            if feeding is not None:
-                                carry = await feeding
-                            feeding = asyncio.ensure_future(
-                                asyncio.to_thread(_feed_sorted, renderer, carry, part, partials))
+                        async with aclosing(self._row_batches(conn, query)) as batches:
+                            async for part in batches:
+                                # the next batch is fetched while the worker thread feeds this one
+                                if feeding is not None:
+                                    carry = await feeding
+                                feeding = asyncio.ensure_future(
+                                    asyncio.to_thread(_feed_sorted, renderer, carry, part, partials))
                         if feeding is not None:
                             carry = await feeding
                     except BaseException:
@@ -292,6 +294,22 @@ class Publisher:
         done.set_result(dict(zip(renderer.shards, renderer.locs)))
         self._remember_shards((cid, subdir, gen), done)  # served at once, without loading the layout
         return stats.records, partials, renderer.names, full
+
+    async def _row_batches(self, conn: AsyncConnection, query: sa.Select) -> AsyncIterator[Sequence]:
+        """A full render's rows in batches. On PostgreSQL asyncpg's records come straight from a
+        server-side cursor in one snapshot (no SQLAlchemy row object per record)."""
+        if self.db.engine.dialect.driver == "asyncpg":
+            compiled = query.compile(dialect=self.db.engine.dialect)
+            params = [compiled.params[k] for k in compiled.positiontup or ()]
+            driver = (await conn.get_raw_connection()).driver_connection
+            async with driver.transaction(isolation="repeatable_read", readonly=True):
+                cursor = await driver.cursor(str(compiled), *params)
+                while batch := await cursor.fetch(BATCH):
+                    yield batch
+        else:
+            result = await conn.stream(query.execution_options(yield_per=BATCH))
+            async for part in result.partitions(BATCH):
+                yield part
 
     def _channeldata_names(self, cid: int, gen: int) -> list[str]:
         path = self.channeldata_path(cid, gen)
