@@ -424,6 +424,8 @@ def test_two_server_processes_fetch_once(server: Server, up: UpstreamChannel, se
             ours = [asyncio.create_task(one(repo)) for _ in range(5)]
             while server.platform.fetcher.waiting[sha] < 5:
                 await asyncio.sleep(0.01)
+            # our five clients share one follower of the other process's download (one sha256 check)
+            assert server.platform.fetcher._downloads[sha].followed
             gate.release()
             return await asyncio.gather(*theirs, *ours)
 
@@ -437,7 +439,7 @@ def test_a_bad_body_fetched_by_another_process_fails_our_clients_too(server: Ser
                                                                       second_process: str) -> None:
     repo = publish_passive(server, up)
     sha, rel, size = sha256_of(up), f"noarch/{BIG}", len(expected(up))
-    fault = up.fault(rel, "wrong", wait=True, times=1)
+    fault = up.fault(rel, "wrong", wait=True)
 
     async def clients() -> list[bytes | None]:
         async with aiohttp.ClientSession() as session:
@@ -459,8 +461,10 @@ def test_a_bad_body_fetched_by_another_process_fails_our_clients_too(server: Ser
 
     for body in asyncio.run(clients()):
         assert body is None or len(body) < size  # nobody completes a download of the wrong bytes
-    assert up.hits[rel] == 1
+    # (our clients that had got nothing yet may have started the download again, which failed too)
+    assert up.hits[rel] in (1, 2)
     no_leftovers(server, sha)
+    up.clear_faults()
     assert try_download(f"{repo}/{rel}") == (200, expected(up))
 
 

@@ -69,6 +69,8 @@ class Download:
         self.done = False
         self.error: PlatformError | None = None
         self.task: asyncio.Task | None = None
+        #: another process downloads; this one tails its part file (see Fetcher._follow)
+        self.followed = False
         self._event = asyncio.Event()
 
     def landed(self, size: int) -> None:
@@ -124,7 +126,7 @@ class Fetcher:
         with self._waiting(sha256):
             while not self.blobs.exists(sha256):
                 download = self._start(url, sha256, size)
-                if download is not None:
+                if download is not None and not download.followed:  # (following: wait for the blob)
                     await download.result()
                     return
                 if self.blobs.exists(sha256):
@@ -152,13 +154,13 @@ class Fetcher:
                 if blob.is_file():
                     return web.FileResponse(blob, headers=headers)
                 download = self._start(row.source_url, row.sha256, row.size)
+                if download is None and not blob.is_file():  # another process downloads it
+                    download = self._follow(row.sha256, row.size)
                 if download is not None:
-                    return await self._stream_local(request, download, row.size, headers)
-                if blob.is_file():
-                    continue
-                resp = await self._stream_other(request, row.sha256, row.size, headers)
-                if resp is not None:
-                    return resp
+                    resp = await self._stream_local(request, download, row.size, headers)
+                    if resp is not None:
+                        return resp
+                    continue  # the process we followed ended before we sent anything: look again
                 watch.check(self._holder_progress(row.sha256), row.sha256)
                 await asyncio.sleep(POLL)
 
@@ -173,16 +175,21 @@ class Fetcher:
                 del self.waiting[sha256]
 
     async def _stream_local(self, request: web.Request, d: Download, size: int,
-                            headers: dict[str, str]) -> web.StreamResponse:
-        """Stream a download of this process to one client as its bytes land (sendfile from the part file)."""
+                            headers: dict[str, str]) -> web.StreamResponse | None:
+        """Stream a download of this process to one client as its bytes land (sendfile from the part file).
+
+        None when ``d`` followed another process's download that ended before anything was sent.
+        """
         part = open(os.dup(d.fd), "rb", buffering=0)  # noqa: SIM115 - closed below; same inode after the commit
         resp = web.StreamResponse(headers=headers)
         try:
             while d.written == 0 and not d.done:
                 await d.changed()
             if d.error is not None:  # nothing sent yet: the client gets the 502/504 envelope
+                if d.followed:
+                    return None
                 raise _again(d.error)
-            if d.done:
+            if d.done and self.blobs.exists(d.sha256):
                 return web.FileResponse(self.blobs.path(d.sha256), headers=headers)
             resp.content_length = size
             await resp.prepare(request)
@@ -205,12 +212,15 @@ class Fetcher:
         finally:
             part.close()
 
-    async def _stream_other(self, request: web.Request, sha256: str, size: int,
-                            headers: dict[str, str]) -> web.StreamResponse | None:
-        """Tail the part file another process writes, verifying what we send ourselves.
-
-        None when there is nothing to tail (yet, or any more) and nothing was sent: the caller looks again.
+    def _follow(self, sha256: str, size: int) -> Download | None:
+        """Join the download another process runs: one task of this process tails its part file
+        and checks the sha256 itself; this process's clients stream from it like from a download
+        of their own. None when there is nothing to follow (yet, or any more).
+        No await inside: joining and starting are atomic on the event loop.
         """
+        download = self._downloads.get(sha256)
+        if download is not None:
+            return download
         part = self._holder_part(sha256)
         if part is None:
             return None
@@ -218,62 +228,50 @@ class Fetcher:
             fd = os.open(part, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        resp: web.StreamResponse | None = None
+        download = Download(sha256, size, f"(the download of {sha256} by another process)", part, fd)
+        download.followed = True
+        self._downloads[sha256] = download
+        download.task = asyncio.create_task(self._tail(download))
+        return download
+
+    async def _tail(self, d: Download) -> None:
         digest = hashlib.sha256()
-        sent = 0
         watch = _Stall(self.stall_timeout)
         try:
             while True:
-                have = os.fstat(fd).st_size
-                watch.check(have, sha256)
-                ready = min(have, max(0, size - HOLD_BACK))
-                if sent < ready:
-                    if resp is None:
-                        resp = web.StreamResponse(headers=headers)
-                        resp.content_length = size
-                        await resp.prepare(request)
-                    chunk = os.pread(fd, min(ready - sent, READ_CHUNK), sent)
-                    digest.update(chunk)
-                    await resp.write(chunk)
-                    sent += len(chunk)
+                have = min(os.fstat(d.fd).st_size, d.size)
+                watch.check(have, d.sha256)
+                if have > d.written:
+                    chunk = os.pread(d.fd, min(have - d.written, READ_CHUNK * 8), d.written)
+                    await asyncio.to_thread(digest.update, chunk)
+                    d.landed(len(chunk))
                     continue
-                if have >= size:  # every byte is there: release the tail only if the whole matches
-                    tail = os.pread(fd, size - sent, sent)
-                    digest.update(tail)
-                    if digest.hexdigest() != sha256:
-                        err = UpstreamError(f"the upstream body of {sha256} does not match its record")
-                        if resp is None:
-                            raise err
-                        return _cut(request, resp, err)
-                    if resp is None:
-                        resp = web.StreamResponse(headers=headers)
-                        resp.content_length = size
-                        await resp.prepare(request)
-                    await resp.write(tail)
-                    await resp.write_eof()
-                    return resp
-                if not part.exists():  # the leader ended: committed (read on from the blob) or failed
-                    blob = self.blobs.path(sha256)
-                    if blob.is_file():
-                        os.close(fd)
-                        fd = os.open(blob, os.O_RDONLY)
-                        continue
-                    if resp is None:
-                        return None
-                    return _cut(request, resp, UpstreamError(f"the download of {sha256} failed in another process"))
-                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(sha256):
-                    if resp is None:
-                        return None  # the caller starts the download again
-                    return _cut(request, resp, UpstreamError(f"the process downloading {sha256} died"))
+                if d.written >= d.size:  # every byte is there: released only if the whole matches
+                    if digest.hexdigest() != d.sha256:
+                        raise UpstreamError(f"the upstream body of {d.sha256} does not match its record")
+                    d.verified = True
+                    d.progressed()
+                    while d.part.exists() and not self.blobs.exists(d.sha256):  # the other process commits
+                        if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.sha256):
+                            break
+                        await asyncio.sleep(POLL)
+                    return
+                if not d.part.exists():
+                    raise UpstreamError(f"the download of {d.sha256} failed in another process")
+                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.sha256):
+                    raise UpstreamError(f"the process downloading {d.sha256} died")
                 await asyncio.sleep(POLL)
-        except ConnectionError:
-            return resp
-        except UpstreamTimeout as e:
-            if resp is None:
+        except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
+            d.error = e if isinstance(e, PlatformError) else UpstreamError(
+                f"following the download of {d.sha256} stopped ({e.__class__.__name__})")
+            if not isinstance(e, Exception):
                 raise
-            return _cut(request, resp, e)
         finally:
-            os.close(fd)
+            d.done = True
+            if self._downloads.get(d.sha256) is d:
+                del self._downloads[d.sha256]
+            os.close(d.fd)
+            d.progressed()
 
     # -- the one download ----------------------------------------------------------------------
     def _start(self, url: str, sha256: str, size: int | None) -> Download | None:
@@ -375,7 +373,8 @@ class Fetcher:
         finally:
             pool.shutdown(wait=False)
             d.done = True
-            self._downloads.pop(d.sha256, None)
+            if self._downloads.get(d.sha256) is d:
+                del self._downloads[d.sha256]
             os.close(d.fd)
             _unlock(lock_fd, lock)
             d.progressed()
