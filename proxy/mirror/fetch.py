@@ -186,8 +186,8 @@ class Fetcher:
             while d.written == 0 and not d.done:
                 await d.changed()
             if d.error is not None:  # nothing sent yet: the client gets the 502/504 envelope
-                if d.followed:
-                    return None
+                if d.followed and not isinstance(d.error, UpstreamTimeout):
+                    return None  # the caller looks again (and may start the download itself)
                 raise _again(d.error)
             if d.done and self.blobs.exists(d.sha256):
                 return web.FileResponse(self.blobs.path(d.sha256), headers=headers)
@@ -242,9 +242,7 @@ class Fetcher:
                 have = min(os.fstat(d.fd).st_size, d.size)
                 watch.check(have, d.sha256)
                 if have > d.written:
-                    chunk = os.pread(d.fd, min(have - d.written, READ_CHUNK * 8), d.written)
-                    await asyncio.to_thread(digest.update, chunk)
-                    d.landed(len(chunk))
+                    d.landed(await asyncio.to_thread(_hash_range, digest, d.fd, d.written, have - d.written))
                     continue
                 if d.written >= d.size:  # every byte is there: released only if the whole matches
                     if digest.hexdigest() != d.sha256:
@@ -257,6 +255,8 @@ class Fetcher:
                         await asyncio.sleep(POLL)
                     return
                 if not d.part.exists():
+                    if os.fstat(d.fd).st_size > d.written:  # it was renamed into the store after its last bytes
+                        continue
                     raise UpstreamError(f"the download of {d.sha256} failed in another process")
                 if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.sha256):
                     raise UpstreamError(f"the process downloading {d.sha256} died")
@@ -480,6 +480,13 @@ async def _sendfile(request: web.Request, file, offset: int, count: int) -> None
     if request.transport is None or request.transport.is_closing():
         raise ConnectionResetError("the client went away")
     await asyncio.get_running_loop().sendfile(request.transport, file, offset, count)
+
+
+def _hash_range(digest, fd: int, offset: int, count: int) -> int:  # noqa: ANN001 - a hashlib object
+    """Hash up to ``count`` bytes of a file from ``offset`` (in a worker thread); how many were read."""
+    chunk = os.pread(fd, min(count, 8 * READ_CHUNK), offset)
+    digest.update(chunk)
+    return len(chunk)
 
 
 def _again(error: PlatformError) -> PlatformError:
