@@ -79,6 +79,7 @@ def test_create_validation_and_edit(team: Api, upstream: UpstreamChannel) -> Non
         ({"subdirs": ["linux-65"]}, "unknown conda subdir(s): linux-65"),
         ({"concurrency": 0}, "'concurrency' must be a whole number"),
         ({"name": "Bad Name"}, "invalid mirror name"),
+        ({"name": None}, "'name' is required"),
         ({"colour": "red"}, "unknown field(s): colour"),
     ]
     for fields, message in bad:
@@ -126,7 +127,9 @@ def test_passive_run_publishes_upstream_records(server: Server, team: Api, upstr
     fig = run["figures"]
     assert (fig["records_seen"], fig["records_published"], fig["records_filtered"]) == (3, 3, 0)
     assert fig["added"] == 3 and fig["subdirs_missing"] == []
-    assert set(fig["subdirs"]) == {"noarch", "linux-64"}  # discovered from the source's channeldata.json
+    # discovered by asking for each known subdir: this upstream has no channeldata.json
+    assert set(fig["subdirs"]) == {"noarch", "linux-64"}
+    assert upstream.hits["channeldata.json"] == 1 and upstream.hits["osx-arm64/repodata.json"] == 1
     noarch = repodata(server, "team", "noarch")
     assert sorted(noarch["packages.conda"]) == ["liba-1.0-0.conda", "liba-2.0-0.conda"]
     up_noarch = orjson.loads((upstream.root / "noarch" / "repodata.json").read_bytes())

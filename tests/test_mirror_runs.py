@@ -239,7 +239,7 @@ def test_our_server_mirrors_a_private_channel_of_another(tmp_path: Path, server:
         assert token not in str(m)
         run = wait_run(team, "up")
         assert run["status"] == "completed", run
-        assert set(run["figures"]["subdirs"]) == {"linux-64", "noarch"}
+        assert set(run["figures"]["subdirs"]) == {"linux-64", "noarch"}  # from the source's channeldata.json
         assert run["figures"]["records_published"] == 2
         assert list(repodata(server, "team", "linux-64")["packages.conda"]) == ["tool-1.0-0.conda"]
         got = requests.get(f"{server.url}/api/repo/team/noarch/helper-0.1-0.conda", timeout=30)

@@ -131,7 +131,9 @@ class Mirrors:
         if unknown:
             raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}")
         ch = await self._channel(channel)
-        name = check_segment(body.get("name") if isinstance(body.get("name"), str) else "", "mirror")
+        if not isinstance(body.get("name"), str) or not body["name"]:
+            raise BadRequest("'name' is required: 1-64 lowercase letters, digits, '.', '_' or '-'")
+        name = check_segment(body["name"], "mirror")
         mode = check_choice(body.get("mode", "passive"), "mode", MODES)
         type_ = check_choice(body.get("type", "conda"), "type", TYPES)
         source = check_source_url(body.get("source_url"))

@@ -111,11 +111,13 @@ class Source:
         return sorted({s for s, ok in zip(sorted(KNOWN_SUBDIRS), found) if ok} | {"noarch"})
 
     async def _exists(self, subdir: str) -> bool:
-        try:
-            async with self.upstream.get(f"{self.url}/{subdir}/repodata.json"):
-                return True
-        except UpstreamError:
-            return False
+        for variant in ("repodata.json", "repodata.json.zst"):  # the body is not read: the answer is enough
+            try:
+                async with self.upstream.get(f"{self.url}/{subdir}/{variant}"):
+                    return True
+            except UpstreamError:
+                continue
+        return False
 
     async def fetch(self, subdir: str) -> Index:
         """The subdir's index; ``missing`` when every variant is a 404."""
