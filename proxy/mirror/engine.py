@@ -361,6 +361,20 @@ class MirrorEngine:
         """Every fetched subdir into ONE new generation (none when nothing changed), in one transaction."""
         fig = live.figures
         by_rule: Counter = Counter()
+        indexes = sorted((i for i in indexes if i.status != "missing"), key=lambda i: -len(i.body))
+        # (a 404 subdir is skipped: what earlier runs stored for it stays, the 404 may be passing)
+
+        async def prepared_of(index: Index) -> Prepared:
+            self._check(live)
+            self._step(live, "policy", f"applying policy to {index.subdir}")
+            # a stop abandons the parse at once (its thread finishes on its own, its result unused)
+            done = await self._interruptible(live, asyncio.to_thread(prepare, index, policy, source.url))
+            index.body = b""  # the parsed copy is all we need from here on
+            return done
+
+        # The biggest subdir is parsed before the write transaction opens, so the database's write
+        # lock is not held during its parse; the others are parsed inside, one at a time (memory).
+        ahead = await prepared_of(indexes[0]) if indexes else None
         async with self.platform.db.write() as conn:
             gen: list[int] = []
 
@@ -370,15 +384,9 @@ class MirrorEngine:
                                                                  f"mirror {mirror.name}: run {live.run_id}"))
                 return gen[0]
 
-            for index in indexes:
-                if index.status == "missing":
-                    continue  # keep what an earlier run stored: a 404 may be passing
-                self._check(live)
-                self._step(live, "policy", f"applying policy to {index.subdir}")
-                # a stop abandons the parse at once (its thread finishes on its own, its result unused)
-                prepared: Prepared = await self._interruptible(
-                    live, asyncio.to_thread(prepare, index, policy, source.url))
-                index.body = b""  # the parsed copy is all we need from here on
+            for n, index in enumerate(indexes):
+                prepared = ahead if n == 0 else await prepared_of(index)
+                ahead = None
                 self._check(live)
                 self._step(live, "write", f"writing metadata of {index.subdir} ({len(prepared.wanted)} records)")
                 sync = await self.platform.files.sync_mirror(
