@@ -13,6 +13,7 @@ passively (rows with their upstream URL, no blobs: what a passive mirror run lea
      is cold). Goal: ≤ 1.2× the direct time. nginx serving the upstream's files is shown too.
 (ii) ``--concurrent`` simultaneous cold requests for one ``--concurrent-mb`` package. Goal:
      exactly one upstream fetch and every download complete and correct (sha256 checked).
+(iii) the same, spread over two server processes on the one data dir.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def prepare(work: Path, size_mb: int, concurrent_mb: int):  # noqa: ANN201 - (Up
     channel = UpstreamChannel(work / "upstream")
     big = channel.add("bench-big", files={"share/bench-big/payload.bin": os.urandom(size_mb * MB)})
     crowd = channel.add("bench-crowd", files={"share/bench-crowd/payload.bin": os.urandom(concurrent_mb * MB)})
+    crowd2 = channel.add("bench-crowd2", files={"share/bench-crowd2/payload.bin": os.urandom(concurrent_mb * MB)})
     channel.index()
     channel.start()
-    return channel, {"big": big, "crowd": crowd}
+    return channel, {"big": big, "crowd": crowd, "crowd2": crowd2}
 
 
 async def publish_passive(data_dir: Path, channel) -> None:  # noqa: ANN001 - an UpstreamChannel
@@ -75,12 +77,13 @@ async def publish_passive(data_dir: Path, channel) -> None:  # noqa: ANN001 - an
         await platform.close()
 
 
-async def crowd(url: str, n: int, sha256: str) -> dict:
+async def crowd(urls: list[str], n: int, sha256: str) -> dict:
+    """``n`` simultaneous downloads, spread over ``urls`` in turn."""
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=n),
                                      timeout=aiohttp.ClientTimeout(total=600)) as session:
-        async def one() -> tuple[bool, float]:
+        async def one(url: str) -> tuple[bool, float]:
             t0 = time.perf_counter()
             digest = hashlib.sha256()
             try:
@@ -92,7 +95,7 @@ async def crowd(url: str, n: int, sha256: str) -> dict:
                 return False, time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(one() for _ in range(n)))
+        results = await asyncio.gather(*(one(urls[i % len(urls)]) for i in range(n)))
         wall = time.perf_counter() - t0
     return {"complete": sum(ok for ok, _ in results), "wall": wall,
             "p50": statistics.median(t for _, t in results), "max": max(t for _, t in results)}
@@ -154,8 +157,18 @@ def main() -> int:
         crowd_sha = hashlib.sha256(crowd_pkg.read_bytes()).hexdigest()
         crowd_size = crowd_pkg.stat().st_size
         channel.hits.clear()
-        result = asyncio.run(crowd(f"{base}/api/repo/mirror/noarch/{crowd_pkg.name}", args.concurrent, crowd_sha))
+        result = asyncio.run(crowd([f"{base}/api/repo/mirror/noarch/{crowd_pkg.name}"], args.concurrent, crowd_sha))
         upstream_fetches = channel.hits[f"noarch/{crowd_pkg.name}"]
+
+        # the same over two server processes on one data dir: still one upstream fetch
+        proc2, base2, _ = start_server(work / "data", work / "server2.log")
+        try:
+            crowd2 = pkgs["crowd2"]
+            urls = [f"{b}/api/repo/mirror/noarch/{crowd2.name}" for b in (base, base2)]
+            result2 = asyncio.run(crowd(urls, args.concurrent, hashlib.sha256(crowd2.read_bytes()).hexdigest()))
+            upstream_fetches2 = channel.hits[f"noarch/{crowd2.name}"]
+        finally:
+            stop(proc2)
     finally:
         if proc is not None:
             stop(proc)
@@ -184,8 +197,14 @@ def main() -> int:
         "upstream fetches": upstream_fetches, "complete+correct": f"{result['complete']}/{args.concurrent}",
         "wall s": round(result["wall"], 2), "p50 s": round(result["p50"], 2), "max s": round(result["max"], 2),
         "MB/s to clients": round(args.concurrent * crowd_size / MB / result["wall"], 1)}])
-    ok = upstream_fetches == 1 and result["complete"] == args.concurrent
-    print(f"goal (exactly one upstream fetch, {args.concurrent} complete downloads): {'met' if ok else 'MISSED'}")
+    print_table(f"(iii) the same over two server processes on one data dir, {args.concurrent // 2} requests each", [{
+        "upstream fetches": upstream_fetches2, "complete+correct": f"{result2['complete']}/{args.concurrent}",
+        "wall s": round(result2["wall"], 2), "p50 s": round(result2["p50"], 2), "max s": round(result2["max"], 2),
+        "MB/s to clients": round(args.concurrent * crowd_size / MB / result2["wall"], 1)}])
+    for label, fetches, res in (("one process", upstream_fetches, result), ("two processes", upstream_fetches2, result2)):
+        ok = fetches == 1 and res["complete"] == args.concurrent
+        print(f"goal (exactly one upstream fetch, {args.concurrent} complete downloads), {label}: "
+              f"{'met' if ok else 'MISSED'}")
     return 0
 
 
