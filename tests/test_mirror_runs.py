@@ -320,3 +320,21 @@ def test_a_run_of_another_host_counts_until_its_heartbeat_goes_stale(server: Ser
     assert (dead.status, dead.reason) == ("failed", "interrupted: its server stopped sending heartbeats")
     team.post(f"{BASE}/up/run", 202)
     assert wait_run(team, "up")["status"] == "completed"
+
+
+def test_the_background_scheduler_fires_due_mirrors(tmp_path: Path, upstream: UpstreamChannel) -> None:
+    one = Server(tmp_path / "data", mirror_tick_interval=0.1).start()
+    try:
+        api = Api(one)
+        api.post("/api/channels", 201, json={"name": "team"})
+        clock = ManualClock(_at("2026-03-01T00:00:30"))
+        one.platform.mirrors.engine.clock = clock
+        create(api, upstream.url, cron="* * * * *", subdirs=[])
+        time.sleep(0.5)  # several ticks of the loop: nothing is due yet
+        assert api.get(f"{BASE}/up/runs").json()["total"] == 0
+        clock.advance(60)
+        run = wait_run(api, "up")
+        assert (run["status"], run["trigger"]) == ("completed", "schedule")
+        assert api.get(f"{BASE}/up").json()["next_run_at"].startswith("2026-03-01T00:02:00")
+    finally:
+        one.stop()
