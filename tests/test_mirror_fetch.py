@@ -141,6 +141,19 @@ def test_first_request_fetches_and_later_ones_are_local(server: Server, up: Upst
     assert up.hits[f"noarch/{BIG}"] == 1
 
 
+def test_fetch_on_both_databases(tmp_path: Path, database_url: str | None, up: UpstreamChannel) -> None:
+    server = Server(tmp_path / "data", database_url=database_url).start()
+    try:
+        repo = publish_passive(server, up)
+        assert try_download(f"{repo}/noarch/{BIG}") == (200, expected(up))
+        committed(server, sha256_of(up))
+        server.restart()  # the stored blob serves after a restart, without the upstream
+        assert try_download(f"{server.url}/api/repo/mirror/noarch/{BIG}") == (200, expected(up))
+        assert up.hits[f"noarch/{BIG}"] == 1
+    finally:
+        server.stop()
+
+
 def test_range_on_a_missing_blob_fetches_then_serves_the_range(server: Server, up: UpstreamChannel,
                                                                repo: str) -> None:
     r = requests.get(f"{repo}/noarch/{BIG}", headers={"Range": "bytes=100-199"}, timeout=60)
