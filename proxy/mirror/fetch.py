@@ -293,6 +293,7 @@ class Fetcher:
                 return None
             self._remove_stale_part(lock_fd)
             # the part file lives beside the blobs (same filesystem: the commit is a rename)
+            self.blobs.tmp.mkdir(parents=True, exist_ok=True)
             writer = HashingWriter(self.blobs.tmp, size if size is not None else _NO_LIMIT, md5=False)
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, writer.path.name.encode(), 0)
@@ -446,7 +447,11 @@ class _Stall:
 def _try_lock(path: Path) -> int | None:
     """An exclusive flock on ``path`` (created if missing), or None when another holder has it."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the cache dir was cleared while the server runs
+            path.parent.mkdir(parents=True, exist_ok=True)
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
