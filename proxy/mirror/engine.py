@@ -80,6 +80,7 @@ class MirrorEngine:
         self._cache: IndexCache | None = None
         self._slots: asyncio.Semaphore | None = None
         self._start_locks: dict[int, asyncio.Lock] = {}
+        self._starting: set[int] = set()  # runs inserted here, not yet registered as live
         self._loops: list[asyncio.Task] = []
         self._running = False
 
@@ -120,8 +121,8 @@ class MirrorEngine:
 
     def is_dead(self, run: Run) -> bool:
         """Whether an unfinished run has nobody executing it any more."""
-        if run.owner == self.owner:
-            return run.id not in self.live
+        if run.owner == self.owner:  # ours: alive while registered (or being registered) as live
+            return run.id not in self.live and run.id not in self._starting
         host, _, rest = run.owner.partition(":")
         pid, _, boot = rest.partition(":")
         if host == HOST and pid.isdigit():
@@ -147,9 +148,19 @@ class MirrorEngine:
         """Start a run now (409 if one of this mirror is still going, here or in another process)."""
         lock = self._start_locks.setdefault(mirror.id, asyncio.Lock())
         async with lock:
-            run = await self.store.start_run(mirror.id, trigger=trigger, owner=self.owner, now=time.time(),
-                                             is_dead=self.is_dead, dead_reason=RESTART_REASON)
-            live = self.live[run.id] = LiveRun(run.id, mirror.id)
+            inserted: list[int] = []
+
+            def registering(run_id: int) -> None:  # before the commit: nobody may take it for dead
+                inserted.append(run_id)
+                self._starting.add(run_id)
+
+            try:
+                run = await self.store.start_run(mirror.id, trigger=trigger, owner=self.owner, now=time.time(),
+                                                 is_dead=self.is_dead, dead_reason=RESTART_REASON,
+                                                 registering=registering)
+                live = self.live[run.id] = LiveRun(run.id, mirror.id)
+            finally:
+                self._starting.difference_update(inserted)
             live.task = asyncio.create_task(self._execute(live, mirror), name=f"mirror-run-{run.id}")
         return self.view(run)
 

@@ -168,7 +168,8 @@ class MirrorStore:
 
     # -- runs ----------------------------------------------------------------------------------
     async def start_run(self, mirror_id: int, *, trigger: str, owner: str, now: float,
-                        is_dead: Callable[[Run], bool], dead_reason: str) -> Run:
+                        is_dead: Callable[[Run], bool], dead_reason: str,
+                        registering: Callable[[int], None] | None = None) -> Run:
         """Insert a queued run unless a live one exists (Conflict); dead ones are marked failed first."""
         async with self.db.write() as conn:
             locked = (await conn.execute(sa.select(mirrors.c.id, mirrors.c.name).where(mirrors.c.id == mirror_id)
@@ -183,11 +184,13 @@ class MirrorStore:
                                    "stop it first or use restart", detail={"run": run.id, "status": run.status})
                 await conn.execute(mirror_runs.update().where(mirror_runs.c.id == run.id).values(
                     status="failed", reason=dead_reason, finished_at=now))
-            rid = (await conn.execute(mirror_runs.insert().values(
-                mirror_id=mirror_id, status="queued", step="queued", description="waiting to start",
-                trigger=trigger, started_at=now, owner=owner, heartbeat_at=now, figures="{}",
-            ).returning(mirror_runs.c.id))).scalar_one()
-        return await self.run(rid)
+            values = dict(mirror_id=mirror_id, status="queued", step="queued", description="waiting to start",
+                          trigger=trigger, started_at=now, owner=owner, heartbeat_at=now)
+            rid = (await conn.execute(mirror_runs.insert().values(**values, figures="{}")
+                                      .returning(mirror_runs.c.id))).scalar_one()
+            if registering is not None:  # told before the commit makes the row visible
+                registering(rid)
+        return Run(id=rid, finished_at=None, reason="", figures={}, generation=None, **values)
 
     async def run(self, run_id: int) -> Run:
         async with self.db.read() as conn:
