@@ -45,6 +45,8 @@ def test_mirror_commands(server: Server, api: Api, upstream: UpstreamChannel, tm
 
     r = cli(server, "mirror", "show", "team", "up")
     assert "2 seen, 2 published, 0 filtered" in r.stdout and "completed" in r.stdout
+    r = cli(server, "mirror", "show", "team", "up", "--packages")
+    assert "liba-2.0-0.conda" in r.stdout and "passive" in r.stdout
     shown = cli_json(server, "mirror", "show", "team", "up")
     assert shown["runs"][0]["figures"]["records_published"] == 2
 

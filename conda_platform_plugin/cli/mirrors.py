@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = command(sub, "show", show, "show a mirror: settings, package counts, filtered reasons, recent runs")
     _target(p)
     p.add_argument("--filtered", action="store_true", help="also list the filtered packages and why")
+    p.add_argument("--packages", action="store_true",
+                   help="also list the published packages (passive: metadata only; active: stored here)")
 
     p = command(sub, "edit", edit, "change a mirror (anything but its mode)")
     _target(p)
@@ -148,14 +150,22 @@ def show(args: argparse.Namespace, out: Output) -> int:
     m = c.get_mirror(args.channel, args.name)
     runs = c.mirror_runs(args.channel, args.name, per_page=10)
     filtered = c.mirror_packages(args.channel, args.name, state="filtered", per_page=1000) if args.filtered else None
+    published = c.mirror_packages(args.channel, args.name, per_page=1000) if args.packages else None
     if out.json_mode:
-        out.json({**m, "runs": runs["items"], **({"filtered": filtered["items"]} if filtered else {})})
+        out.json({**m, "runs": runs["items"], **({"filtered": filtered["items"]} if filtered else {}),
+                  **({"published": published["items"]} if published else {})})
         return 0
     _show(out, m)
     rows = [(r["id"], r["trigger"], r["status"], r["started_at"], r["finished_at"],
              (r["figures"] or {}).get("records_published"), r.get("reason") or "") for r in runs["items"]]
     out.console.print("")
     out.table(["RUN", "TRIGGER", "STATUS", "STARTED", "FINISHED", "PUBLISHED", "REASON"], rows, empty="no runs yet")
+    if published:
+        out.console.print("")
+        more = published["total"] - len(published["items"])
+        out.table(["SUBDIR", "FILE", "SIZE", "STORED"],
+                  [(f["subdir"], f["filename"], human_size(f["size"]), f["stored"]) for f in published["items"]],
+                  empty="no packages", footer=f"… and {more} more" if more > 0 else None)
     if filtered:
         out.console.print("")
         out.table(["SUBDIR", "FILE", "RULE", "REASON"],
