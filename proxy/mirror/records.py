@@ -70,7 +70,7 @@ def prepare(index: Index, policy: object | None, source: str) -> Prepared:
     while records:
         fn, rec = records.popitem()
         raw = canonical(rec)
-        url = file_url(source, index.subdir, index.url, info, fn)
+        url = file_url(source, index.subdir, index.url, info, fn, rec.get("url"))
         wanted[fn] = record_digest(raw, url)
         kept[fn] = (raw, str(rec.get("name") or "")[:200], str(rec.get("version") or "")[:100],
                     str(rec.get("build") or "")[:200], rec["sha256"].lower(), str(rec.get("md5") or "")[:32],

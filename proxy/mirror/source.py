@@ -63,11 +63,17 @@ def decompress(body: bytes, variant: str) -> bytes:
     return body
 
 
-def file_url(source: str, subdir: str, repodata_url: str, info: dict | None, filename: str) -> str:
-    """Where a package's bytes are: CEP-15 ``info.base_url`` + filename, else <source>/<subdir>/<filename>."""
+def file_url(source: str, subdir: str, repodata_url: str, info: dict | None, filename: str,
+             record_url: object = None) -> str:
+    """Where a package's bytes are: CEP-15 ``info.base_url`` + filename; else the record's own
+    absolute ``url`` (repodata made by conda-subchannel and other re-publishers carry one); else
+    <source>/<subdir>/<filename>."""
     base = (info or {}).get("base_url")
     if isinstance(base, str) and base:
         return urljoin(repodata_url, base if base.endswith("/") else base + "/") + filename
+    if isinstance(record_url, str) and record_url.startswith(("http://", "https://")) \
+            and record_url.endswith("/" + filename):
+        return record_url
     return f"{source}/{subdir}/{filename}"
 
 
