@@ -290,9 +290,10 @@ class Publisher:
         except BaseException:
             renderer.abort()
             raise
-        done: asyncio.Future = asyncio.get_running_loop().create_future()
-        done.set_result(dict(zip(renderer.shards, renderer.locs)))
-        self._remember_shards((cid, subdir, gen), done)  # served at once, without loading the layout
+        # the new render's shard map, built beside the rest of the publish (not loaded from disk)
+        built = asyncio.ensure_future(asyncio.to_thread(
+            shard_locations, {"shards": renderer.shards, "locs": renderer.locs}))
+        self._remember_shards((cid, subdir, gen), built)
         return stats.records, partials, renderer.names, full
 
     async def _row_batches(self, conn: AsyncConnection, query: sa.Select) -> AsyncIterator[Sequence]:
