@@ -108,3 +108,24 @@ def test_shards_are_served_from_the_render_layout(server: Server, api: Api, tmp_
     shard = msgpack.unpackb(_unzstd(first["one"]))
     assert set(shard["packages.conda"]) == {"one-1.0-0.conda", "one-2.0-0.conda"}
     api.get("/api/repo/team/noarch/shards/" + "f" * 64 + ".msgpack.zst", expect=404)
+
+
+def test_shards_of_a_render_made_before_shard_packs(server: Server, api: Api, tmp_path: Path) -> None:
+    """A generation rendered by an older version (one file per shard, an older layout), e.g. the
+    published generation of a frozen channel, keeps serving its shards after an upgrade."""
+    api.post("/api/channels", 201, json={"name": "team"})
+    api.upload("team", build_conda_package(tmp_path / "pk", "one", "1.0"))
+    index = msgpack.unpackb(_unzstd(api.get("/api/repo/team/noarch/repodata_shards.msgpack.zst").content))
+    url = f"/api/repo/team/noarch/shards/{index['shards']['one'].hex()}.msgpack.zst"
+    data = api.get(url).content
+    publisher = server.platform.publisher
+    served = server.call(server.platform.serving.lookup("team"))
+    render = publisher.subdir_dir(served.id, "noarch", served.subdirs["noarch"])
+    (render / "layout.msgpack").write_bytes(msgpack.packb({"bases": {}, "names": []}))  # an older layout
+    (render / "shards.pack").unlink()
+    legacy = render.parent / "shards"
+    legacy.mkdir()
+    (legacy / url.rsplit("/", 1)[1]).write_bytes(data)
+    publisher._shards.clear()
+    assert api.get(url).content == data
+    api.get(url.replace(url[-76:-70], "ffffff"), expect=404)

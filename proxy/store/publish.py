@@ -102,6 +102,10 @@ class Publisher:
         except ValueError:
             return None
         if loc is None:
+            # a generation rendered before shard packs (one file per shard), e.g. a frozen channel's
+            legacy = self.root / str(channel_id) / subdir / "shards" / f"{hexdigest}.msgpack.zst"
+            if not locations and legacy.is_file():
+                return await asyncio.to_thread(legacy.read_bytes)
             return None
         pack_gen, offset, length = loc
         return await asyncio.to_thread(_pread, self.subdir_dir(channel_id, subdir, pack_gen) / PACK, offset, length)
