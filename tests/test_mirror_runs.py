@@ -24,6 +24,14 @@ from proxy.mirror.clock import ManualClock
 
 
 @pytest.fixture
+def server(tmp_path: Path, database_url: str | None) -> Iterator[Server]:
+    """The tests on the ``server`` fixture run on SQLite and on PostgreSQL."""
+    s = Server(tmp_path / "data", database_url).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
 def upstream(tmp_path: Path) -> Iterator[UpstreamChannel]:
     up = UpstreamChannel(tmp_path / "up")
     up.add("liba", "1.0", files={"share/liba/a.txt": b"one"})
