@@ -108,8 +108,9 @@ def _at(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
 
 
-def test_the_schedule_fires_on_the_clock_once_across_processes(tmp_path: Path, upstream: UpstreamChannel) -> None:
-    one = Server(tmp_path / "data", mirror_tick_interval=0).start()
+def test_the_schedule_fires_on_the_clock_once_across_processes(tmp_path: Path, upstream: UpstreamChannel,
+                                                                 database_url: str | None) -> None:
+    one = Server(tmp_path / "data", database_url, mirror_tick_interval=0).start()
     two = None
     try:
         api = Api(one)
@@ -121,7 +122,7 @@ def test_the_schedule_fires_on_the_clock_once_across_processes(tmp_path: Path, u
         assert one.call(one.platform.mirrors.engine.tick()) == []
         assert api.get(f"{BASE}/up/runs").json()["total"] == 0
         # a second server process on the same data dir ticks at the same moments: one run, not two
-        two = Server(tmp_path / "data", mirror_tick_interval=0).start()
+        two = Server(tmp_path / "data", database_url, mirror_tick_interval=0).start()
         two.platform.mirrors.engine.clock = clock
         clock.advance(1800)
         started = one.call(one.platform.mirrors.engine.tick()) + two.call(two.platform.mirrors.engine.tick())
@@ -258,9 +259,10 @@ def test_our_server_mirrors_a_private_channel_of_another(tmp_path: Path, server:
         source.stop()
 
 
-def test_stop_from_another_process_and_delete_while_running(tmp_path: Path, upstream: UpstreamChannel) -> None:
-    one = Server(tmp_path / "data", mirror_heartbeat_interval=0.2).start()
-    two = Server(tmp_path / "data", mirror_heartbeat_interval=0.2).start()
+def test_stop_from_another_process_and_delete_while_running(tmp_path: Path, upstream: UpstreamChannel,
+                                                             database_url: str | None) -> None:
+    one = Server(tmp_path / "data", database_url, mirror_heartbeat_interval=0.2).start()
+    two = Server(tmp_path / "data", database_url, mirror_heartbeat_interval=0.2).start()
     try:
         a, b = Api(one), Api(two, token=one.admin_token)
         a.post("/api/channels", 201, json={"name": "team"})
