@@ -55,6 +55,13 @@ def test_mirror_commands(server: Server, api: Api, upstream: UpstreamChannel, tm
     assert "updated mirror team/up" in r.stdout
     assert cli_json(server, "mirror", "show", "team", "up")["subdirs"] == ["linux-64", "noarch"]
 
+    api.post("/api/policies", 201, json={"name": "newest", "rules": [{"kind": "keep_newest", "count": 1}]})
+    assert "policy" in cli(server, "mirror", "edit", "team", "up", "--policy", "nope", code=1).stderr
+    r = cli(server, "mirror", "edit", "team", "up", "--policy", "newest")
+    assert "newest (the mirror's own)" in r.stdout
+    r = cli(server, "mirror", "edit", "team", "up", "--channel-policy")
+    assert cli_json(server, "mirror", "show", "team", "up")["effective_policy"] is None
+
     r = cli(server, "mirror", "report", "team", "up")
     assert "missing" in r.stdout and "libz" in r.stdout and "1 dependency cannot be satisfied" in r.stdout
     out = tmp_path / "report.csv"

@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="passive: metadata now, each package fetched on its first request; "
                         "active: every package downloaded by the run (default: passive)")
     _options(p)
+    p.add_argument("--policy", metavar="NAME", help="the mirror's own policy (default: its channel's applies)")
     p.add_argument("--run-now", action="store_true", help="start a run right away")
 
     p = command(sub, "list", list_, "list the mirrors of a channel (or all you manage)")
@@ -48,6 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-subdirs", action="store_true", help="mirror every subdir the source has")
     p.add_argument("--mode", choices=("passive", "active"),
                    help="refused unless it is the current mode: delete and create the mirror again to change it")
+    pol = p.add_mutually_exclusive_group()
+    pol.add_argument("--policy", metavar="NAME", help="give the mirror its own policy")
+    pol.add_argument("--channel-policy", action="store_true",
+                     help="drop the mirror's own policy: its channel's applies")
     _options(p)
 
     for name, func, help_ in (("run", run, "run a mirror now"),
@@ -107,12 +112,19 @@ def _run_summary(run: dict | None) -> str:
     return text
 
 
+def _policy_text(m: dict) -> str:
+    if not m.get("effective_policy"):
+        return "none"
+    return f"{m['effective_policy']} (the mirror's own)" if m.get("policy_from") == "mirror" else \
+        f"{m['effective_policy']} (the channel's)"
+
+
 def _show(out: Output, m: dict) -> None:
     pairs: list[tuple[str, Any]] = [
         ("name", m["name"]), ("channel", m["channel"]), ("type", m["type"]), ("mode", m["mode"]),
         ("source", m["source_url"]), ("subdirs", m["subdirs"] if m["subdirs"] else "all the source has"),
         ("schedule (UTC)", m["cron"]), ("next run", m["next_run_at"]), ("concurrency", m["concurrency"]),
-        ("status", m["status"]),
+        ("policy", _policy_text(m)), ("status", m["status"]),
     ]
     if m.get("current_run"):
         pairs.append(("running", _progress_text(m["current_run"])))
@@ -128,7 +140,8 @@ def _show(out: Output, m: dict) -> None:
 # -- commands ----------------------------------------------------------------------------------
 def create(args: argparse.Namespace, out: Output) -> int:
     m = client(args).create_mirror(args.channel, args.name, args.source, mode=args.mode, subdirs=args.subdirs,
-                                   cron=args.cron, concurrency=args.concurrency, run_now=args.run_now)
+                                   cron=args.cron, concurrency=args.concurrency, policy=args.policy,
+                                   run_now=args.run_now)
     out.result(m, f"created {m['mode']} mirror {m['channel']}/{m['name']} of {m['source_url']}; "
                   f"next run {m['next_run_at']}" + (" (running now)" if args.run_now else ""))
     return 0
@@ -190,8 +203,13 @@ def edit(args: argparse.Namespace, out: Output) -> int:
         changes["concurrency"] = args.concurrency
     if args.mode:
         changes["mode"] = args.mode
+    if args.policy:
+        changes["policy"] = args.policy
+    elif args.channel_policy:
+        changes["policy"] = None
     if not changes:
-        args.parser.error("nothing to change: give --source, --rename, --subdir, --all-subdirs, --cron or --concurrency")
+        args.parser.error("nothing to change: give --source, --rename, --subdir, --all-subdirs, --cron, "
+                          "--concurrency, --policy or --channel-policy")
     m = client(args).update_mirror(args.channel, args.name, **changes)
     if out.json_mode:
         out.json(m)
