@@ -364,3 +364,41 @@ def test_a_new_source_url_moves_where_bytes_come_from(server: Server, team: Api,
         assert moved.hits["noarch/liba-2.0-0.conda"] == 1 and upstream.hits["noarch/liba-2.0-0.conda"] == 0
     finally:
         moved.stop()
+
+
+def test_a_signature_policy_keeps_what_the_upstream_signed(server: Server, team: Api,
+                                                            upstream: UpstreamChannel) -> None:
+    """An upstream whose repodata carries content-trust signatures (made with our trust module, as
+    conda-content-trust makes them), mirrored under a policy that requires valid signed metadata."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    import zstandard
+
+    from conda_platform_plugin import trust
+
+    key_mgr_key, pkg_key = trust.new_private_key(), trust.new_private_key()
+    now = datetime.now(timezone.utc)
+    key_mgr = trust.sign_signable(trust.delegating_metadata(
+        "key_mgr", {"pkg_mgr": ([trust.public_key(pkg_key)], 1)}, version=1, now=now, lifetime=timedelta(days=30)),
+        key_mgr_key)
+    path = upstream.root / "noarch" / "repodata.json"
+    doc = json.loads(path.read_text())
+    records = doc["packages.conda"]
+    doc["signatures"] = {
+        "liba-2.0-0.conda": trust.sign_record(records["liba-2.0-0.conda"], pkg_key),
+        # signed by a key key_mgr does not delegate to
+        "liba-1.0-0.conda": trust.sign_record(records["liba-1.0-0.conda"], trust.new_private_key()),
+    }
+    path.write_text(json.dumps(doc))
+    (upstream.root / "noarch" / "repodata.json.zst").write_bytes(zstandard.compress(path.read_bytes()))
+
+    team.post("/api/policies", 201, json={"name": "signed", "rules": [{"kind": "signature", "key_mgr": key_mgr}]})
+    create(team, upstream.url, subdirs=[], policy="signed", run_now=True)
+    run = wait_run(team, "up")
+    assert run["status"] == "completed", run
+    assert run["figures"]["filtered_by_rule"] == {"signature": 1}
+    assert list(repodata(server, "team", "noarch")["packages.conda"]) == ["liba-2.0-0.conda"]
+    filtered = team.get(f"{BASE}/up/packages", params={"state": "filtered"}).json()["items"]
+    assert [(f["filename"], f["rule"]) for f in filtered] == [("liba-1.0-0.conda", "signature")]
+    assert "not valid" in filtered[0]["reason"]

@@ -51,6 +51,8 @@ def prepare(index: Index, policy: object | None, source: str) -> Prepared:
         if isinstance(part, dict):
             records.update(part)
     info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
+    # content-trust signatures beside the records (conda-content-trust's repodata "signatures")
+    signatures = doc.get("signatures") if isinstance(doc.get("signatures"), dict) else None
     del doc
     out = Prepared(index.subdir, info, seen=len(records))
     for fn in [fn for fn, rec in records.items() if not _valid(fn, rec)]:
@@ -62,7 +64,7 @@ def prepare(index: Index, policy: object | None, source: str) -> Prepared:
         else:
             _filter(out, fn, rec, "sha256", "record's sha256 is not 64 hex digits")
     if policy is not None:
-        verdicts = policy.exclusions(index.subdir, records, None)  # type: ignore[attr-defined] - contract A
+        verdicts = policy.exclusions(index.subdir, records, signatures)  # type: ignore[attr-defined] - contract A
         for fn, verdict in verdicts.items():
             if fn in records:
                 _filter(out, fn, records.pop(fn), verdict.rule, verdict.reason)
