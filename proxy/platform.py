@@ -26,6 +26,7 @@ from .policies import PolicyService
 from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
+from .store.dependents import DependentsIndex
 from .store.files import FileStore, NewFile
 from .store.identities import IdentityStore
 from .store.publish import Publisher
@@ -63,6 +64,9 @@ class Platform:
         #: policies and CVE data; the publisher filters each channel's indexes by its policy
         self.policy = PolicyService(self)
         self.publisher.policy_for = self.channel_policy
+        #: the dependents reverse index, brought to each published generation by this listener
+        self.dependents = DependentsIndex(db)
+        self.publisher.listeners.append(self.dependents.published)
         #: mirrors: create/edit/delete, views, and the engine that runs them (started by the app)
         self.mirrors = Mirrors(self)
 
@@ -95,6 +99,7 @@ class Platform:
 
     async def close(self) -> None:
         await self.mirrors.engine.shutdown()
+        await self.dependents.drain()
         await self.fetcher.close()
         await self.upstream.close()
         await self.db.close()

@@ -67,6 +67,7 @@ SPEC = {
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/cves"): "channel.read",
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/files"): "channel.read",
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/dependencies"): "channel.read",
+    ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/dependents"): "channel.read",
     ("DELETE", "/api/channels/{channel}/artifacts/{type}/{name}"): "channel.write",
     ("GET", "/api/search"): "public",
     ("GET", "/api/whoami"): "public",

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from conda_platform_plugin.licenses import normalize as normalize_license
 
-from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown
+from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown, version_rows
+from ..store.dependents import records_index
 from ..store.files import file_json
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
@@ -70,8 +71,11 @@ async def get_files(request: web.Request) -> web.Response:
 @routes.route("GET", ONE + "/dependencies", summary="Dependencies of the newest (or a given) version",
               permission="channel.read", tag=TAG, query={"version": "version (default: newest)"})
 async def get_dependencies(request: web.Request) -> web.Response:
-    _, rows = await _rows(request)
-    return json_response(dependencies_json(rows, request.query.get("version")))
+    ch, rows = await _rows(request)
+    specs = [s for r in version_rows(rows, request.query.get("version"))
+             for k in ("depends", "constrains") for s in orjson.loads(r.record).get(k) or ()]
+    index = await records_index(platform_of(request).db, ch.id, specs)
+    return json_response(dependencies_json(rows, request.query.get("version"), index))
 
 
 @routes.route("DELETE", ONE, summary="Delete an artifact (all its files)", permission="channel.write", tag=TAG)

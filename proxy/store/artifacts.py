@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import sqlalchemy as sa
 
+from conda_platform_plugin.dependencies import DependencyIndex
 from conda_platform_plugin.errors import BadRequest, NotFound
 from conda_platform_plugin.versions import version_key
 
@@ -113,22 +114,56 @@ def artifact_json(channel: Channel, rows: list[sa.Row]) -> dict:
     }
 
 
-def dependencies_json(rows: list[sa.Row], version: str | None) -> dict:
-    """Dependencies (and constraints apart) of each file of one version: the newest by default."""
+def version_rows(rows: list[sa.Row], version: str | None) -> list[sa.Row]:
+    """The files of one version (the newest by default); 404 when there is no such version."""
     version = version or rows[0].version
     chosen = [r for r in rows if r.version == version]
     if not chosen:
         raise NotFound(f"{rows[0].type}/{rows[0].name} has no version {version!r}")
+    return chosen
+
+
+def dependencies_json(rows: list[sa.Row], version: str | None, index: DependencyIndex | None = None) -> dict:
+    """Dependencies (and constraints apart) of each file of one version: the newest by default.
+
+    With ``index`` (the channel's records of the names asked for), each file also gets ``matches``:
+    every spec parsed, with the channel's packages that satisfy it for the file's subdir.
+    """
+    chosen = version_rows(rows, version)
     out = []
     for r in chosen:
         rec = orjson.loads(r.record)
-        out.append({
+        item = {
             "subdir": r.subdir,
             "filename": r.filename,
             "depends": [_spec(s) for s in rec.get("depends", [])],
             "constrains": [_spec(s) for s in rec.get("constrains", [])],
-        })
-    return {"name": rows[0].name, "version": version, "files": out}
+        }
+        if index is not None:
+            item["matches"] = {
+                kind: [match_json(index, s, r.subdir) for s in rec.get(kind, [])] for kind in ("depends", "constrains")
+            }
+        out.append(item)
+    return {"name": rows[0].name, "version": chosen[0].version, "files": out}
+
+
+def match_json(index: DependencyIndex, spec: str, subdir: str) -> dict:
+    """A MatchSpec parsed (rattler, conda's semantics) and the channel's records that satisfy it."""
+    virtual = index.is_virtual(spec)
+    parsed = None if virtual else index._spec(spec)
+    found = index.candidates(spec, subdir) if parsed is not None else []
+    candidates = sorted(found, key=lambda k: (version_key(str(index.records[k]["version"])), k), reverse=True)
+    return {
+        "spec": spec,
+        "name": parsed.name.normalized if parsed is not None else spec.split()[0] if spec.split() else "",
+        "version": parsed.version if parsed is not None else None,
+        "build": parsed.build if parsed is not None else None,
+        "virtual": virtual,
+        "valid": virtual or parsed is not None,
+        "satisfied": virtual or bool(found),
+        "candidates": [{"subdir": k[0], "filename": k[1], "version": str(index.records[k]["version"]),
+                        "build": str(index.records[k].get("build", ""))} for k in candidates],
+    }
 
 
 def _spec(spec: str) -> dict:

@@ -238,3 +238,40 @@ cve_packages = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
 )
 sa.Index("ix_cve_packages_name", cve_packages.c.ecosystem, cve_packages.c.name)
+
+dependents = sa.Table(
+    "dependents",
+    metadata,
+    # the reverse dependency index of a channel's published generation (0005): one row per
+    # (dependent file, depends spec), keyed by the depended-on name (lowercase)
+    sa.Column("channel_id", sa.Integer, sa.ForeignKey("channels.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("file_id", sa.Integer, nullable=False),
+    sa.Column("dependent_name", sa.String(200), nullable=False),
+    sa.Column("dependent_version", sa.String(100), nullable=False),
+    sa.Column("subdir", sa.String(32), nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+)
+sa.Index("ix_dependents_name", dependents.c.channel_id, dependents.c.name)
+sa.Index("ix_dependents_file", dependents.c.file_id)
+
+dependents_state = sa.Table(
+    "dependents_state",
+    metadata,
+    # the generation the channel's dependents rows describe
+    sa.Column("channel_id", sa.Integer, sa.ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("gen", sa.Integer, nullable=False, server_default="0"),
+)
+
+downloads = sa.Table(
+    "downloads",
+    metadata,
+    # completed package downloads, flushed from memory in batches (proxy/store/downloads.py)
+    sa.Column("channel_id", sa.Integer, sa.ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("subdir", sa.String(32), primary_key=True),
+    sa.Column("filename", sa.String(400), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_at", sa.Float, nullable=True),
+)
+sa.Index("ix_downloads_name", downloads.c.channel_id, downloads.c.name)

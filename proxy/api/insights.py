@@ -1,0 +1,23 @@
+"""Package insights beside the artifact endpoints: dependents (from the publish-time reverse index)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..store.artifacts import check_type
+from .routing import channel_path, json_response, paged, paging, platform_of, routes
+
+TAG = "artifacts"
+ONE = "/api/channels/{channel}/artifacts/{type}/{name}"
+
+
+@routes.route("GET", ONE + "/dependents", summary="Artifacts of the channel whose records depend on this one",
+              permission="channel.read", tag=TAG, query={"page": "page number", "per_page": "items per page"})
+async def get_dependents(request: web.Request) -> web.Response:
+    platform = platform_of(request)
+    ch = await platform.channels.get(channel_path(request))
+    type_, name = check_type(request.match_info["type"]), request.match_info["name"]
+    found = await platform.dependents.of(ch.id, name)
+    page, per_page = paging(request)
+    return json_response({"channel": ch.name, "type": type_, "name": name,
+                          **paged(found[(page - 1) * per_page : page * per_page], len(found), page, per_page)})

@@ -1,0 +1,186 @@
+"""The dependents reverse index: which packages of a channel depend on a name, and how.
+
+Kept for each channel's *published* generation, at publish time: a publish listener brings the
+index from the generation it describes to the new one by applying only the file rows that changed
+in between (``files.added_gen`` / ``removed_gen``), in one transaction with the new watermark
+(``dependents_state.gen``). A request never computes dependents from the records; it only catches
+up first when a listener's update has not finished yet (the same incremental step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from conda_platform_plugin.dependencies import DependencyIndex
+from conda_platform_plugin.versions import version_key
+
+from .db import Database
+from .publish import CURRENT
+from .tables import channels, dependents, dependents_state, files
+
+log = logging.getLogger(__name__)
+BATCH = 5000
+COLUMNS = ("channel_id", "name", "file_id", "dependent_name", "dependent_version", "subdir", "spec")
+#: a MatchSpec's package name: after an optional ``channel::`` (or ``channel/subdir::``) prefix, up
+#: to the first character that is not part of a conda name (space, operator, ``[``)
+_NAME = re.compile(r"\s*(?:[^\s:\[]+::)?([A-Za-z0-9_.+\-]+)")
+
+
+def spec_name(spec: str) -> str | None:
+    """The lowercase package name a MatchSpec asks for; None for virtual packages and garbage."""
+    m = _NAME.match(spec)
+    if m is None or m.group(1).startswith("__"):
+        return None
+    return m.group(1).lower()
+
+
+def spec_constraint(spec: str) -> str:
+    """What the spec asks of the name: the version range (and build), ``""`` for any."""
+    m = _NAME.match(spec)
+    return spec[m.end():].strip() if m else spec.strip()
+
+
+def index_rows(channel_id: int, rows: Iterable[Sequence]) -> list[tuple]:
+    """Reverse-index rows for file rows ``(id, subdir, name, version, record_json)``."""
+    out: list[tuple] = []
+    for fid, subdir, name, version, record in rows:
+        for spec in orjson.loads(record).get("depends") or ():
+            dep = spec_name(spec)
+            if dep is not None:
+                out.append((channel_id, dep, fid, name, version, subdir, spec))
+    return out
+
+
+def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> sa.Insert:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+class DependentsIndex:
+    def __init__(self, db: Database):
+        self.db = db
+        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- upkeep ------------------------------------------------------------------------------------
+    def published(self, channel_id: int) -> None:
+        """Publish listener: update the channel's index in the background."""
+        task = asyncio.get_running_loop().create_task(self._update_logged(channel_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _update_logged(self, channel_id: int) -> None:
+        try:
+            await self.update(channel_id)
+        except Exception:  # a later publish or request catches up
+            log.exception("dependents index of channel %s not updated", channel_id)
+
+    async def drain(self) -> None:
+        """Wait for the listener updates under way (shutdown, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def update(self, channel_id: int) -> int:
+        """Bring the channel's index to its published generation; returns the rows written."""
+        async with self._locks[channel_id]:
+            async with self.db.read() as conn:
+                target = (await conn.execute(sa.select(channels.c.published_gen)
+                                             .where(channels.c.id == channel_id))).scalar()
+                old = (await conn.execute(sa.select(dependents_state.c.gen)
+                                          .where(dependents_state.c.channel_id == channel_id))).scalar() or 0
+            if target is None or old >= target:
+                return 0
+            added, gone = await self._changes(channel_id, old, target)
+            async with self.db.write() as conn:
+                await conn.execute(_insert_ignore(conn, dependents_state).values(channel_id=channel_id, gen=0))
+                now = (await conn.execute(sa.select(dependents_state.c.gen).with_for_update()
+                                          .where(dependents_state.c.channel_id == channel_id))).scalar_one()
+                if now != old:  # another process got there first
+                    return 0
+                for i in range(0, len(gone), 500):
+                    await conn.execute(dependents.delete().where(dependents.c.file_id.in_(gone[i:i + 500])))
+                await self._insert(conn, added)
+                await conn.execute(dependents_state.update().where(dependents_state.c.channel_id == channel_id)
+                                   .values(gen=target))
+            return len(added)
+
+    async def _changes(self, channel_id: int, old: int, new: int) -> tuple[list[tuple], list[int]]:
+        """Index rows of the files that became visible in (old, new], and the ids of those that left."""
+        ch = files.c.channel_id == channel_id
+        arrived = (files.c.added_gen > old) & (files.c.added_gen <= new) & (
+            files.c.removed_gen.is_(None) | (files.c.removed_gen > new))
+        left = (files.c.added_gen <= old) & (files.c.removed_gen > old) & (files.c.removed_gen <= new)
+        added: list[tuple] = []
+        async with self.db.read() as conn:
+            gone = list((await conn.execute(sa.select(files.c.id).where(ch, left))).scalars())
+            stream = await conn.stream(
+                sa.select(files.c.id, files.c.subdir, files.c.name, files.c.version, files.c.record)
+                .where(ch, files.c.type == "conda", arrived).execution_options(yield_per=BATCH))
+            async for part in stream.partitions(BATCH):
+                added.extend(await asyncio.to_thread(index_rows, channel_id, part))
+        return added, gone
+
+    async def _insert(self, conn: AsyncConnection, rows: list[tuple]) -> None:
+        # plain tuples to the driver, as FileStore.sync_mirror does: millions of rows for a big mirror
+        if self.db.is_sqlite:
+            sql = f"INSERT INTO dependents ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+            for i in range(0, len(rows), BATCH * 4):
+                await conn.exec_driver_sql(sql, rows[i:i + BATCH * 4])
+        elif conn.dialect.driver == "asyncpg":
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.copy_records_to_table("dependents", records=rows, columns=list(COLUMNS))
+        else:
+            for i in range(0, len(rows), BATCH):
+                await conn.execute(dependents.insert(), [dict(zip(COLUMNS, r)) for r in rows[i:i + BATCH]])
+
+    # -- questions ---------------------------------------------------------------------------------
+    async def of(self, channel_id: int, name: str) -> list[dict]:
+        """The artifacts whose published records depend on ``name``: per dependent, each spec it
+        asks with, the subdirs and versions that ask it; dependents by name."""
+        await self.update(channel_id)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(
+                sa.select(dependents.c.dependent_name, dependents.c.dependent_version, dependents.c.subdir,
+                          dependents.c.spec)
+                .where(dependents.c.channel_id == channel_id, dependents.c.name == name.lower()))).all()
+        by_name: dict[str, dict[str, dict[str, set]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(set)))
+        for r in rows:
+            entry = by_name[r.dependent_name][r.spec]
+            entry["subdirs"].add(r.subdir)
+            entry["versions"].add(r.dependent_version)
+        out = []
+        for dep in sorted(by_name):
+            specs = by_name[dep]
+            versions = {v for s in specs.values() for v in s["versions"]}
+            out.append({
+                "type": "conda",
+                "name": dep,
+                "latest_version": max(versions, key=version_key),
+                "specs": [{"spec": s, "constraint": spec_constraint(s), "subdirs": sorted(e["subdirs"]),
+                           "versions": sorted(e["versions"], key=version_key, reverse=True)}
+                          for s, e in sorted(specs.items())],
+            })
+        return out
+
+
+async def records_index(db: Database, channel_id: int, specs: Iterable[str]) -> DependencyIndex:
+    """A DependencyIndex of the channel's current records of the names that ``specs`` ask for:
+    what matching those specs needs, without loading the rest of the channel."""
+    names = sorted({n for s in specs if (n := spec_name(s)) is not None})
+    found: list[tuple[str, str, dict]] = []
+    async with db.read() as conn:
+        for i in range(0, len(names), 500):
+            rows = await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.record).where(
+                files.c.channel_id == channel_id, files.c.type == "conda", files.c.name.in_(names[i:i + 500]),
+                CURRENT))
+            found.extend((r.subdir, r.filename, orjson.loads(r.record)) for r in rows)
+    return DependencyIndex(found)

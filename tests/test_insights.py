@@ -1,0 +1,142 @@
+"""Package insights: dependencies resolved in the channel, dependents from the publish-time index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from builders import build_conda_package
+from conftest import Api, Server, channel_api
+from test_api import assert_error, create
+
+from proxy.store.dependents import spec_constraint, spec_name
+from proxy.store.tables import channels, dependents, dependents_state
+
+
+def test_spec_name_and_constraint() -> None:
+    assert spec_name("python >=3.9") == "python"
+    assert spec_name("libgcc-ng>=7") == "libgcc-ng"
+    assert spec_name("conda-forge::NumPy 1.2.*") == "numpy"
+    assert spec_name("conda-forge/linux-64::zlib") == "zlib"
+    assert spec_name("foo[version='>=1']") == "foo"
+    assert spec_name("__glibc >=2.17") is None
+    assert spec_name("") is None
+    assert spec_constraint("python >=3.9,<4 *_cpython") == ">=3.9,<4 *_cpython"
+    assert spec_constraint("numpy") == ""
+
+
+def _setup(api: Api, tmp_path: Path, channel: str) -> dict[str, Path]:
+    create(api, "team")
+    if "/" in channel:
+        create(api, channel)
+    pkgs = {
+        "py39": build_conda_package(tmp_path, "python", "3.9.1", "0", subdir="linux-64"),
+        "py312": build_conda_package(tmp_path, "python", "3.12.0", "0", subdir="linux-64"),
+        "numpy": build_conda_package(tmp_path, "numpy", "2.0.0", "py_0", depends=["python >=3.9"]),
+        "scipy": build_conda_package(tmp_path, "scipy", "1.5.0", "0", subdir="linux-64"),
+        "tool": build_conda_package(tmp_path, "tool", "1.0", "0", subdir="linux-64",
+                                    depends=["python >=3.10", "numpy 2.*", "__glibc >=2.17", "nowhere"],
+                                    constrains=["scipy <2"]),
+        "tool_old": build_conda_package(tmp_path, "tool", "0.9", "0", subdir="linux-64",
+                                        depends=["python 3.9.*"]),
+    }
+    api.upload(channel, *pkgs.values())
+    return pkgs
+
+
+@pytest.mark.parametrize("channel", ["team", "team/sub"])
+def test_dependencies_resolved_in_the_channel(api: Api, tmp_path: Path, channel: str) -> None:
+    pkgs = _setup(api, tmp_path, channel)
+    other = tmp_path / "other"
+    other.mkdir()
+    create(api, "elsewhere")  # a python in another channel satisfies nothing here
+    api.upload("elsewhere", build_conda_package(other, "python", "3.13.0", "0", subdir="linux-64"))
+    base = channel_api(channel)
+    deps = api.get(f"{base}/artifacts/conda/tool/dependencies").json()
+    assert deps["version"] == "1.0"
+    (item,) = deps["files"]
+    assert item["subdir"] == "linux-64"
+    assert [d["spec"] for d in item["depends"]] == ["python >=3.10", "numpy 2.*", "__glibc >=2.17", "nowhere"]
+    matches = {m["spec"]: m for m in item["matches"]["depends"]}
+    py = matches["python >=3.10"]
+    assert (py["name"], py["version"], py["virtual"], py["satisfied"]) == ("python", ">=3.10", False, True)
+    assert [c["filename"] for c in py["candidates"]] == [pkgs["py312"].name]  # not 3.9, not elsewhere's 3.13
+    np_ = matches["numpy 2.*"]  # a linux-64 package is satisfied from noarch too
+    assert [(c["subdir"], c["filename"]) for c in np_["candidates"]] == [("noarch", pkgs["numpy"].name)]
+    assert matches["__glibc >=2.17"]["virtual"] and matches["__glibc >=2.17"]["satisfied"]
+    assert matches["__glibc >=2.17"]["candidates"] == []
+    assert not matches["nowhere"]["satisfied"] and matches["nowhere"]["candidates"] == []
+    (con,) = item["matches"]["constrains"]
+    assert con["spec"] == "scipy <2" and con["version"] == "<2"
+    assert [c["filename"] for c in con["candidates"]] == [pkgs["scipy"].name]
+
+    old = api.get(f"{base}/artifacts/conda/tool/dependencies", params={"version": "0.9"}).json()
+    (m,) = old["files"][0]["matches"]["depends"]
+    assert [c["version"] for c in m["candidates"]] == ["3.9.1"]
+
+    # a noarch package is satisfied from any subdir
+    np_deps = api.get(f"{base}/artifacts/conda/numpy/dependencies").json()
+    (m,) = np_deps["files"][0]["matches"]["depends"]
+    assert [c["version"] for c in m["candidates"]] == ["3.12.0", "3.9.1"]
+
+
+def _index_state(server: Server, channel: str) -> tuple[int, int, int]:
+    """(published generation, the dependents index's generation, its rows) read from the database."""
+    async def read() -> tuple[int, int, int]:
+        async with server.platform.db.read() as conn:
+            cid, published = (await conn.execute(sa.select(channels.c.id, channels.c.published_gen)
+                                                  .where(channels.c.name == channel))).one()
+            gen = (await conn.execute(sa.select(dependents_state.c.gen)
+                                      .where(dependents_state.c.channel_id == cid))).scalar() or 0
+            rows = (await conn.execute(sa.select(sa.func.count()).select_from(dependents)
+                                       .where(dependents.c.channel_id == cid))).scalar_one()
+        return published, gen, rows
+
+    server.call(server.platform.dependents.drain())
+    return server.call(read())
+
+
+@pytest.mark.parametrize("channel", ["team", "team/sub"])
+def test_dependents_from_the_publish_time_index(server: Server, api: Api, tmp_path: Path, channel: str) -> None:
+    _setup(api, tmp_path, channel)
+    base = channel_api(channel)
+    # the publish listener brought the index to the published generation before anyone asked
+    published, gen, rows = _index_state(server, channel)
+    assert gen == published and rows == 5  # numpy 1 + tool 4 (the virtual __glibc is no dependent) + tool_old 1
+    out = api.get(f"{base}/artifacts/conda/python/dependents").json()
+    assert out["total"] == 2 and [d["name"] for d in out["items"]] == ["numpy", "tool"]
+    numpy, tool = out["items"]
+    assert numpy["specs"] == [{"spec": "python >=3.9", "constraint": ">=3.9", "subdirs": ["noarch"],
+                               "versions": ["2.0.0"]}]
+    assert tool["latest_version"] == "1.0"
+    assert [(s["spec"], s["versions"]) for s in tool["specs"]] == [("python 3.9.*", ["0.9"]),
+                                                                   ("python >=3.10", ["1.0"])]
+    assert [d["name"] for d in api.get(f"{base}/artifacts/conda/numpy/dependents").json()["items"]] == ["tool"]
+    assert api.get(f"{base}/artifacts/conda/tool/dependents").json()["total"] == 0
+
+    # a delete is a publish: the index follows it incrementally
+    tool_old = api.get(f"{base}/artifacts/conda/tool/files").json()["items"]
+    old = next(f for f in tool_old if f["version"] == "0.9")
+    api.request("DELETE", f"{base}/files/{old['subdir']}/{old['filename']}")
+    published2, gen2, rows2 = _index_state(server, channel)
+    assert gen2 == published2 > published and rows2 == 4
+    tool = api.get(f"{base}/artifacts/conda/python/dependents").json()["items"][1]
+    assert [s["spec"] for s in tool["specs"]] == ["python >=3.10"]
+    api.request("DELETE", f"{base}/artifacts/conda/tool")
+    assert [d["name"] for d in api.get(f"{base}/artifacts/conda/python/dependents").json()["items"]] == ["numpy"]
+    page = api.get(f"{base}/artifacts/conda/python/dependents", params={"per_page": 1, "page": 2}).json()
+    assert page["total"] == 1 and page["items"] == []
+    assert_error(api.get(f"{base}/artifacts/pypi/python/dependents", expect=400), 400)
+
+
+def test_dependents_survive_a_restart_and_catch_up(server: Server, api: Api, tmp_path: Path) -> None:
+    _setup(api, tmp_path, "team")
+    server.restart()
+    api = Api(server)
+    extra = build_conda_package(tmp_path, "late", "1.0", "0", depends=["python"])
+    api.upload("team", extra)
+    names = [d["name"] for d in api.get("/api/channels/team/artifacts/conda/python/dependents").json()["items"]]
+    assert names == ["late", "numpy", "tool"]
+    published, gen, rows = _index_state(server, "team")
+    assert gen == published and rows == 6
