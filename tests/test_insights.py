@@ -140,3 +140,18 @@ def test_dependents_survive_a_restart_and_catch_up(server: Server, api: Api, tmp
     assert names == ["late", "numpy", "tool"]
     published, gen, rows = _index_state(server, "team")
     assert gen == published and rows == 6
+
+
+def test_dependents_on_both_databases(tmp_path: Path, database_url: str | None) -> None:
+    server = Server(tmp_path / "data", database_url=database_url).start()
+    try:
+        api = Api(server)
+        _setup(api, tmp_path, "team")
+        published, gen, rows = _index_state(server, "team")
+        assert gen == published and rows == 5
+        api.request("DELETE", "/api/channels/team/artifacts/conda/numpy")
+        items = api.get("/api/channels/team/artifacts/conda/python/dependents").json()["items"]
+        assert [(d["name"], len(d["specs"])) for d in items] == [("tool", 2)]
+        assert _index_state(server, "team")[2] == 4
+    finally:
+        server.stop()

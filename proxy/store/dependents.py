@@ -90,7 +90,12 @@ class DependentsIndex:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def update(self, channel_id: int) -> int:
-        """Bring the channel's index to its published generation; returns the rows written."""
+        """Bring the channel's index to its published generation; returns the rows written.
+
+        One write transaction: the rows of files that left are deleted, those of files that arrived
+        are inserted batch by batch (bounded memory, even for a 500,000-record mirror), and the
+        watermark moves, so readers see the old index or the new one, never a mix.
+        """
         async with self._locks[channel_id]:
             async with self.db.read() as conn:
                 target = (await conn.execute(sa.select(channels.c.published_gen)
@@ -99,48 +104,51 @@ class DependentsIndex:
                                           .where(dependents_state.c.channel_id == channel_id))).scalar() or 0
             if target is None or old >= target:
                 return 0
-            added, gone = await self._changes(channel_id, old, target)
             async with self.db.write() as conn:
                 await conn.execute(_insert_ignore(conn, dependents_state).values(channel_id=channel_id, gen=0))
-                now = (await conn.execute(sa.select(dependents_state.c.gen).with_for_update()
+                old = (await conn.execute(sa.select(dependents_state.c.gen).with_for_update()
                                           .where(dependents_state.c.channel_id == channel_id))).scalar_one()
-                if now != old:  # another process got there first
+                if old >= target:  # another process got there first
                     return 0
-                for i in range(0, len(gone), 500):
-                    await conn.execute(dependents.delete().where(dependents.c.file_id.in_(gone[i:i + 500])))
-                await self._insert(conn, added)
+                written = await self._apply(conn, channel_id, old, target)
                 await conn.execute(dependents_state.update().where(dependents_state.c.channel_id == channel_id)
                                    .values(gen=target))
-            return len(added)
+            return written
 
-    async def _changes(self, channel_id: int, old: int, new: int) -> tuple[list[tuple], list[int]]:
-        """Index rows of the files that became visible in (old, new], and the ids of those that left."""
+    async def _apply(self, conn: AsyncConnection, channel_id: int, old: int, new: int) -> int:
+        """Apply the files that left and arrived in generations (old, new] to the index rows."""
         ch = files.c.channel_id == channel_id
         arrived = (files.c.added_gen > old) & (files.c.added_gen <= new) & (
             files.c.removed_gen.is_(None) | (files.c.removed_gen > new))
         left = (files.c.added_gen <= old) & (files.c.removed_gen > old) & (files.c.removed_gen <= new)
-        added: list[tuple] = []
-        async with self.db.read() as conn:
-            gone = list((await conn.execute(sa.select(files.c.id).where(ch, left))).scalars())
-            stream = await conn.stream(
+        gone = list((await conn.execute(sa.select(files.c.id).where(ch, left))).scalars())
+        for i in range(0, len(gone), 500):
+            await conn.execute(dependents.delete().where(dependents.c.file_id.in_(gone[i:i + 500])))
+        written, last = 0, 0
+        while True:  # keyset pages by id: no cursor stays open while the same connection inserts
+            part = (await conn.execute(
                 sa.select(files.c.id, files.c.subdir, files.c.name, files.c.version, files.c.record)
-                .where(ch, files.c.type == "conda", arrived).execution_options(yield_per=BATCH))
-            async for part in stream.partitions(BATCH):
-                added.extend(await asyncio.to_thread(index_rows, channel_id, part))
-        return added, gone
+                .where(ch, files.c.type == "conda", arrived, files.c.id > last)
+                .order_by(files.c.id).limit(BATCH))).all()
+            if not part:
+                return written
+            last = part[-1][0]
+            rows = await asyncio.to_thread(index_rows, channel_id, part)
+            await self._insert(conn, rows)
+            written += len(rows)
 
     async def _insert(self, conn: AsyncConnection, rows: list[tuple]) -> None:
         # plain tuples to the driver, as FileStore.sync_mirror does: millions of rows for a big mirror
+        if not rows:
+            return
         if self.db.is_sqlite:
             sql = f"INSERT INTO dependents ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-            for i in range(0, len(rows), BATCH * 4):
-                await conn.exec_driver_sql(sql, rows[i:i + BATCH * 4])
+            await conn.exec_driver_sql(sql, rows)
         elif conn.dialect.driver == "asyncpg":
             driver = (await conn.get_raw_connection()).driver_connection
             await driver.copy_records_to_table("dependents", records=rows, columns=list(COLUMNS))
         else:
-            for i in range(0, len(rows), BATCH):
-                await conn.execute(dependents.insert(), [dict(zip(COLUMNS, r)) for r in rows[i:i + BATCH]])
+            await conn.execute(dependents.insert(), [dict(zip(COLUMNS, r)) for r in rows])
 
     # -- questions ---------------------------------------------------------------------------------
     async def of(self, channel_id: int, name: str) -> list[dict]:
