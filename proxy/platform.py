@@ -31,6 +31,7 @@ from .store.files import FileStore, NewFile
 from .store.identities import IdentityStore
 from .store.publish import Publisher
 from .store.serving import ServingIndex
+from .store.signing import Signing
 from .store.tables import channels
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class Platform:
         #: policies and CVE data; the publisher filters each channel's indexes by its policy
         self.policy = PolicyService(self)
         self.publisher.policy_for = self.channel_policy
+        #: content-trust keys (<data dir>/trust, made by 'conda-platform trust init'): every conda
+        #: record published is signed with the pkg_mgr key
+        self.signing = Signing(config.data_dir)
+        self.publisher.signer = self.signing.signer
         #: the dependents reverse index, brought to each published generation by this listener
         self.dependents = DependentsIndex(db)
         self.publisher.listeners.append(self.dependents.published)

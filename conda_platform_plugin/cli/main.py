@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..errors import PlatformError
-from . import access, channels, cves, mirrors, packages, policies, serve
+from . import access, channels, cves, mirrors, packages, policies, serve, trust
 from .common import add_global_options, resolve_globals
 from .output import Output
 
@@ -31,6 +31,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     access.register(sub)
     policies.register(sub)
     cves.register(sub)
+    trust.register(sub)
     return parser
 
 

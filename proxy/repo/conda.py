@@ -36,7 +36,8 @@ def split_repo_path(tail: str) -> tuple[str, list[str]]:
         parts = parts[2:]
     if not parts:
         raise NotFound("no channel in the repository path")
-    if len(parts) >= 2 and parts[1] not in KNOWN_SUBDIRS and parts[1] not in ("channeldata.json",):
+    if len(parts) >= 2 and parts[1] not in KNOWN_SUBDIRS and parts[1] not in ("channeldata.json",) \
+            and not (parts[1] == "trust" and len(parts) == 3):  # ch/trust/<file>: signing metadata
         return f"{parts[0]}/{parts[1]}", parts[2:]
     return parts[0], parts[1:]
 
@@ -61,6 +62,11 @@ async def repo(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"channel {channel!r} not found")
     if rest == ["channeldata.json"]:
         path = platform.publisher.channeldata_path(served.id, served.gen)
+        return _file(path, "application/json", INDEX_CACHE)
+    if len(rest) == 2 and rest[0] == "trust":  # content-trust metadata (the server's, for every channel)
+        path = platform.signing.store.file(rest[1])
+        if path is None:
+            raise _not_served(f"trust/{rest[1]}")
         return _file(path, "application/json", INDEX_CACHE)
     if len(rest) == 2 and rest[0] in KNOWN_SUBDIRS:
         return await _subdir_file(request, platform, served, rest[0], rest[1])

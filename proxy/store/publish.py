@@ -36,6 +36,8 @@ from .tables import channels, files, renders
 if TYPE_CHECKING:
     from conda_platform_plugin.policy import CompiledPolicy
 
+    from .signing import Signer
+
 log = logging.getLogger(__name__)
 BATCH = 5000
 #: above this share of a subdir's names changed, a full render is cheaper than splicing
@@ -80,6 +82,9 @@ class Publisher:
         #: the channel's publish-time policy (Platform sets it): its exclusions leave uploaded files
         #: (``mirror_id IS NULL``) out of the rendered indexes; ``None``: nothing is filtered
         self.policy_for: Callable[[int], Awaitable[CompiledPolicy | None]] | None = None
+        #: the content-trust signer of every conda record published (Platform sets it; None: unsigned);
+        #: its key is part of the render fingerprint, so a new pkg_mgr key re-renders (re-signs) in full
+        self.signer: Callable[[], Signer | None] | None = None
 
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
         return self.root / str(channel_id) / subdir / str(gen)
@@ -155,7 +160,8 @@ class Publisher:
 
     async def _render(self, cid: int, old: int, new: int) -> None:
         policy = await self.policy_for(cid) if self.policy_for is not None else None
-        fingerprint = policy.fingerprint if policy is not None else None
+        signer = await asyncio.to_thread(self.signer) if self.signer is not None else None
+        fingerprint = _fingerprint(policy, signer)
         async with self.db.read() as conn:
             # A UNION, not an OR: each half then searches its own index (an OR scans the channel).
             changed_rows = (
@@ -197,7 +203,7 @@ class Publisher:
             prev = (await asyncio.to_thread(Previous.load, self.subdir_dir(cid, subdir, prev_gen))
                     if prev_gen is not None else None)
             count, partials, all_names, full = await self._render_subdir(
-                cid, subdir, new, names, prev, force=force, policy=policy
+                cid, subdir, new, names, prev, force=force, policy=policy, signer=signer
             )
             fed[subdir] = partials
             rendered_names[subdir] = all_names
@@ -224,20 +230,22 @@ class Publisher:
             policy_path.write_text(fingerprint)
 
     async def _render_subdir(self, cid: int, subdir: str, gen: int, names: set[str], previous: Previous | None,
-                             force: bool = False, policy: CompiledPolicy | None = None
-                             ) -> tuple[int, dict, list, bool]:
+                             force: bool = False, policy: CompiledPolicy | None = None,
+                             signer: Signer | None = None) -> tuple[int, dict, list, bool]:
         """Render one subdir; returns (records, channeldata partials of the names fed, all its names,
         whether it was a full render)."""
         out = self.subdir_dir(cid, subdir, gen)
-        fingerprint = policy.fingerprint if policy is not None else None
+        fingerprint = _fingerprint(policy, signer)
+        sign = signer.signatures if signer is not None else None
         if not names and previous is None and not force:
-            return (await asyncio.to_thread(render_empty, out, gen, subdir, fingerprint)).records, {}, [], True
+            return (await asyncio.to_thread(render_empty, out, gen, subdir, fingerprint, sign)).records, {}, [], True
         full = force or previous is None or len(names) > FULL_RENDER_SHARE * max(1, len(previous.names))
         exclude = None
         if policy is not None:
             def exclude(records, _subdir=subdir, _policy=policy):  # noqa: ANN001, ANN202
                 return _policy.exclusions(_subdir, records).keys()
-        renderer = SubdirRenderer(out, gen, subdir, previous, full=full, exclude=exclude, policy=fingerprint)
+        renderer = SubdirRenderer(out, gen, subdir, previous, full=full, exclude=exclude, policy=fingerprint,
+                                  sign=sign)
         cols = (files.c.name, files.c.filename, files.c.record, files.c.version, files.c.mirror_id,
                 files.c.uploaded_at, files.c.id)
         base = (
@@ -383,6 +391,14 @@ class Publisher:
                 )
                 out.update({i: orjson.loads(a) for i, a in rows if a})
         return out
+
+
+def _fingerprint(policy: CompiledPolicy | None, signer: Signer | None) -> str | None:
+    """What a render depends on besides the rows: the policy and the signing key (None: neither)."""
+    fingerprint = policy.fingerprint if policy is not None else None
+    if signer is not None:
+        fingerprint = f"{fingerprint or ''}|signed-by:{signer.public}"
+    return fingerprint
 
 
 def _split_complete(names: set[str], fed: dict[str, dict[str, list]],

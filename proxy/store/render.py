@@ -38,9 +38,13 @@ import zstandard
 from conda_platform_plugin.versions import version_key
 
 LAYOUT = "layout.msgpack"
-LAYOUT_VERSION = 5
+LAYOUT_VERSION = 6
 PACK = "shards.pack"
-SECTIONS = ("packages", "packages.conda", "current.packages", "current.packages.conda")
+SECTIONS = ("packages", "packages.conda", "current.packages", "current.packages.conda", "signatures",
+            "current.signatures")
+#: each index file's sections, in file order (the signatures section is written only with a signer)
+FILE_SECTIONS = (("repodata.json", ("packages", "packages.conda", "signatures")),
+                 ("current_repodata.json", ("current.packages", "current.packages.conda", "current.signatures")))
 #: repodata.json(.zst) and current_repodata.json(.zst): multi-threaded level 1 is both faster and
 #: smaller than level 3 here (conda-forge linux-64 sample: 241 kB against 272 kB; 218 MB synthetic:
 #: 0.16 s against 0.30 s).
@@ -56,6 +60,9 @@ _COPY = 1 << 30
 Row = Sequence
 #: the publish-time policy hook: {filename: record} of one name's local files -> filenames to leave out
 Exclude = Callable[[Mapping[str, dict]], Iterable[str]]
+#: content-trust signing (proxy/store/signing.py Signer.signatures): [(stored record bytes, parsed
+#: record)] -> the JSON value of each record's entry in repodata's "signatures" section
+Sign = Callable[[Sequence[tuple[bytes, dict]]], list[bytes]]
 
 
 class _Section:
@@ -209,8 +216,9 @@ class SubdirRenderer:
     """Feed it the rows of the names that changed (all names for a full render), then finish()."""
 
     def __init__(self, out_dir: Path, gen: int, subdir: str, previous: Previous | None, full: bool,
-                 exclude: Exclude | None = None, policy: str | None = None):
+                 exclude: Exclude | None = None, policy: str | None = None, sign: Sign | None = None):
         self.subdir = subdir
+        self.sign = sign
         self.gen = gen
         self.out_dir = out_dir
         self.previous = None if full else previous
@@ -224,7 +232,7 @@ class SubdirRenderer:
         if self.previous is not None:
             lay = self.previous.layout
             self._old = lay
-            for fname, secs in (("repodata.json", SECTIONS[:2]), ("current_repodata.json", SECTIONS[2:])):
+            for fname, secs in FILE_SECTIONS:
                 fd = os.open(self.previous.directory / fname, os.O_RDONLY)
                 self._old_files[fname] = fd
                 for s in secs:
@@ -234,12 +242,13 @@ class SubdirRenderer:
         self.sections = {}
         head = b'{"info":' + orjson.dumps({"subdir": self.subdir}) + b',"packages":{'
         self._head = len(head)
-        for fname, (a, b) in (("repodata.json", SECTIONS[:2]), ("current_repodata.json", SECTIONS[2:])):
+        for fname, (a, b, c) in FILE_SECTIONS:
             fd = os.open(self.tmp / fname, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             self._out[fname] = fd
             _write_all(fd, head)
             self.sections[a] = _Section(*bases[a], out_fd=fd)
             self.sections[b] = _Section(*bases[b], spill=self.tmp / f"{b}.part")
+            self.sections[c] = _Section(*bases[c], spill=self.tmp / f"{c}.part")
         self._old_i = 0
         self._cursor: dict[str, tuple[int, int]] = {}  # section -> (old chunk index, its start)
         # the new layout: per name (in name order) its chunk length in each section (its place follows
@@ -351,6 +360,10 @@ class SubdirRenderer:
             current = {v for v in versions if vkeys[v] == latest}
         self.current = current
         dumps = orjson.dumps
+        # signed before the digests below become bytes: over the record exactly as repodata shows it
+        signatures = self.sign([(r[2], d) for r, d in kept]) if self.sign is not None else None
+        sigs: list = []
+        cur_sigs: list = []
         tar: list = []
         conda: list = []
         cur_tar: list = []
@@ -358,9 +371,14 @@ class SubdirRenderer:
         shard_tar: dict = {}
         shard_conda: dict = {}
         newest = 0
-        for r, d in kept:
+        for i, (r, d) in enumerate(kept):
             fn = r[1]
             entry = dumps(fn) + b":" + r[2]
+            if signatures is not None:
+                sig = dumps(fn) + b":" + signatures[i]
+                sigs.append(sig)
+                if r[3] in current:
+                    cur_sigs.append(sig)
             if fn.endswith(".conda"):
                 conda.append(entry)
                 if r[3] in current:
@@ -393,7 +411,7 @@ class SubdirRenderer:
                 except ValueError:
                     pass
         self.timestamp = newest
-        for s, chunks in zip(SECTIONS, (tar, conda, cur_tar, cur_conda)):
+        for s, chunks in zip(SECTIONS, (tar, conda, cur_tar, cur_conda, sigs, cur_sigs)):
             if chunks:
                 body = b",".join(chunks)
                 self.sections[s].add(body)
@@ -423,7 +441,7 @@ class SubdirRenderer:
         """Assemble the files, compress them and move the directory into place atomically."""
         self._keep_old_until(None)
         bases: dict[str, int] = {}
-        for fname, (a, b) in (("repodata.json", SECTIONS[:2]), ("current_repodata.json", SECTIONS[2:])):
+        for fname, (a, b, c) in FILE_SECTIONS:
             fd = self._out.pop(fname)
             try:
                 self.sections[a].finish()
@@ -431,10 +449,18 @@ class SubdirRenderer:
                 _write_all(fd, b'},"packages.conda":{')
                 bases[b] = os.lseek(fd, 0, os.SEEK_CUR)
                 self.sections[b].copy_into(fd)
-                _write_all(fd, b'},"removed":[],"repodata_version":1}')
+                if self.sign is None:
+                    bases[c] = 0
+                    _write_all(fd, b'},"removed":[],"repodata_version":1}')
+                else:
+                    _write_all(fd, b'},"removed":[],"repodata_version":1,"signatures":{')
+                    bases[c] = os.lseek(fd, 0, os.SEEK_CUR)
+                    self.sections[c].copy_into(fd)
+                    _write_all(fd, b"}}")
             finally:
                 os.close(fd)
             self.sections[b].close()
+            self.sections[c].close()
             _compress(self.tmp / fname)
         for fd in self._old_files.values():
             os.close(fd)
@@ -481,8 +507,9 @@ def _compress(path: Path) -> None:
         index_compressor().copy_stream(src, dst, size=path.stat().st_size)
 
 
-def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None) -> RenderStats:
-    r = SubdirRenderer(out_dir, gen, subdir, None, full=True, policy=policy)
+def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None,
+                 sign: Sign | None = None) -> RenderStats:
+    r = SubdirRenderer(out_dir, gen, subdir, None, full=True, policy=policy, sign=sign)
     return r.finish()
 
 
