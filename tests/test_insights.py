@@ -155,3 +155,36 @@ def test_dependents_on_both_databases(tmp_path: Path, database_url: str | None) 
         assert _index_state(server, "team")[2] == 4
     finally:
         server.stop()
+
+
+# -- readme ------------------------------------------------------------------------------------------
+EVIL = ("# Tool\n\nSee **docs** | [home](https://example.com/tool).\n\n<script>alert('x')</script>\n\n"
+        "<img src=x onerror=alert(1)> [click](javascript:alert(1))\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+
+
+@pytest.mark.parametrize("channel", ["team", "team/sub"])
+def test_readme_as_markdown_and_safe_html(api: Api, tmp_path: Path, channel: str) -> None:
+    create(api, "team")
+    if "/" in channel:
+        create(api, channel)
+    api.upload(channel, build_conda_package(tmp_path, "tool", "1.0", description=EVIL, summary="A tool"))
+    url = f"{channel_api(channel)}/artifacts/conda/tool/readme"
+    md = api.get(url).json()
+    assert md["format"] == "markdown" and md["content"] == EVIL
+    html = api.get(url, params={"format": "html"}).json()
+    assert html["format"] == "html" and html["version"] == "1.0"
+    content = html["content"]
+    assert "<h1>Tool</h1>" in content and "<strong>docs</strong>" in content
+    assert '<a href="https://example.com/tool">home</a>' in content and "<td>1</td>" in content
+    # nothing from the package becomes markup that runs
+    assert "<script" not in content and "&lt;script&gt;" in content
+    assert "<img" not in content and "&lt;img src=x" in content
+    assert 'href="javascript' not in content  # the link is refused: it stays text
+    page = api.get(url, headers={"Accept": "text/html"})
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.text == content
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none' covers scripts
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert api.get(url, headers={"Accept": "application/json"}).json()["format"] == "markdown"
+    assert_error(api.get(url, params={"format": "pdf"}, expect=400), 400)

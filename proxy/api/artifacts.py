@@ -6,10 +6,12 @@ import orjson
 from aiohttp import web
 
 from conda_platform_plugin.licenses import normalize as normalize_license
+from conda_platform_plugin.readme import render_html
 
 from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown, version_rows
 from ..store.dependents import records_index
 from ..store.files import file_json
+from .insights import HTML_HEADERS, readme_format
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
 TAG = "artifacts"
@@ -44,12 +46,17 @@ async def get_artifact(request: web.Request) -> web.Response:
     return json_response({**out, "license_info": normalize_license(rows[0].license, family).to_json()})
 
 
-@routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown", permission="channel.read",
-              tag=TAG)
+@routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown, or rendered to safe HTML",
+              permission="channel.read", tag=TAG,
+              query={"format": "markdown (default) or html; Accept: text/html answers the HTML page itself"})
 async def get_readme(request: web.Request) -> web.Response:
     _, rows = await _rows(request, contents=True)
-    return json_response({"name": rows[0].name, "version": rows[0].version, "format": "markdown",
-                          "content": readme_markdown(rows)})
+    fmt = readme_format(request)
+    content = readme_markdown(rows)
+    if fmt == "html-page":
+        return web.Response(text=render_html(content), content_type="text/html", headers=HTML_HEADERS)
+    return json_response({"name": rows[0].name, "version": rows[0].version, "format": fmt,
+                          "content": render_html(content) if fmt == "html" else content})
 
 
 @routes.route("GET", ONE + "/cves", summary="CVEs affecting the artifact", permission="channel.read", tag=TAG)

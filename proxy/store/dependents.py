@@ -129,7 +129,9 @@ class DependentsIndex:
             part = (await conn.execute(
                 sa.select(files.c.id, files.c.subdir, files.c.name, files.c.version, files.c.record)
                 .where(ch, files.c.type == "conda", arrived, files.c.id > last)
-                .order_by(files.c.id).limit(BATCH))).all()
+                .order_by(files.c.id).limit(BATCH)
+                # SQLite would pick a channel index and sort all matches for every page: walk the rowid
+                .with_hint(files, "NOT INDEXED", "sqlite"))).all()
             if not part:
                 return written
             last = part[-1][0]
