@@ -107,6 +107,7 @@ class Platform:
         await self.dependents.drain()
         await self.fetcher.close()
         await self.upstream.close()
+        self.signing.close()
         await self.db.close()
 
     async def recover(self) -> None:

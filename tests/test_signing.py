@@ -5,15 +5,18 @@ verified with trust.py against the served key_mgr.json and root, and a real clie
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import orjson
 import pytest
 import rattler
 import requests
+import zstandard
 from builders import build_conda_package
 from conftest import Api, Server
 from rattler import Gateway, SourceConfig
@@ -173,11 +176,22 @@ def test_published_records_are_signed_and_verify(signed_server: Server, tmp_path
     assert {r.name.normalized for r in records} == {"appb", "liba", "libc"}
 
 
-def test_mirrored_records_are_signed(signed_server: Server, tmp_path: Path) -> None:
+def test_mirrored_records_are_signed_beside_the_upstream_signatures(signed_server: Server, tmp_path: Path) -> None:
     up = UpstreamChannel(tmp_path / "up")
     up.add("liba", "1.0")
+    up.add("liba", "2.0")
     up.add("appb", "1.0", subdir="linux-64", depends=["liba"])
     up.index()
+    # the upstream signs liba 2.0 with its own pkg_mgr key (delegated by its own key_mgr)
+    their_key_mgr_key, their_pkg = trust.new_private_key(), trust.new_private_key()
+    their_key_mgr = trust.sign_signable(trust.delegating_metadata(
+        "key_mgr", {"pkg_mgr": ([trust.public_key(their_pkg)], 1)}, version=1, now=datetime.now(timezone.utc),
+        lifetime=timedelta(days=30)), their_key_mgr_key)
+    path = up.root / "noarch" / "repodata.json"
+    doc = json.loads(path.read_text())
+    doc["signatures"] = {"liba-2.0-0.conda": trust.sign_record(doc["packages.conda"]["liba-2.0-0.conda"], their_pkg)}
+    path.write_text(json.dumps(doc))
+    (up.root / "noarch" / "repodata.json.zst").write_bytes(zstandard.compress(path.read_bytes()))
     up.start()
     try:
         api = Api(signed_server)
@@ -186,8 +200,18 @@ def test_mirrored_records_are_signed(signed_server: Server, tmp_path: Path) -> N
         assert wait_run(api, "up")["status"] == "completed"
         base = f"{signed_server.url}/api/repo/team"
         key_mgr = _verified_chain(base)
+        ours = key_mgr["signed"]["delegations"]["pkg_mgr"]["pubkeys"]
         for subdir in ("noarch", "linux-64"):
-            assert len(_check_signed(requests.get(f"{base}/{subdir}/repodata.json", timeout=10).json(), key_mgr)) == 1
+            served = requests.get(f"{base}/{subdir}/repodata.json", timeout=10).json()
+            assert _check_signed(served, key_mgr) == set(ours)
+        served = requests.get(f"{base}/noarch/repodata.json", timeout=10).json()
+        sigs = served["signatures"]
+        assert set(sigs["liba-2.0-0.conda"]) == {ours[0], trust.public_key(their_pkg)}
+        assert set(sigs["liba-1.0-0.conda"]) == {ours[0]}
+        # the upstream's signature still verifies against the upstream's key_mgr
+        rec = served["packages.conda"]["liba-2.0-0.conda"]
+        theirs = {trust.public_key(their_pkg): sigs["liba-2.0-0.conda"][trust.public_key(their_pkg)]}
+        assert trust.verify_record(rec, theirs, their_key_mgr) == trust.public_key(their_pkg)
     finally:
         up.stop()
 

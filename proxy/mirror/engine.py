@@ -413,6 +413,8 @@ class MirrorEngine:
                 await conn.execute(mirror_filtered.delete().where(mirror_filtered.c.mirror_id == mirror.id,
                                                                   mirror_filtered.c.subdir == index.subdir))
                 await MirrorStore.add_filtered(conn, mirror.id, index.subdir, prepared.filtered)
+                if prepared.upstream_signatures:  # kept beside ours in the published repodata
+                    await asyncio.to_thread(self.platform.signing.upstream.keep, prepared.upstream_signatures)
                 published = len(prepared.wanted) - len(sync.conflicts)
                 fig["subdirs"][index.subdir].update(records=prepared.seen, published=published,
                                                     filtered=len(prepared.filtered), added=sync.added,

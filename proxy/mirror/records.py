@@ -31,6 +31,9 @@ class Prepared:
     wanted: dict[str, bytes] = field(default_factory=dict)  # kept filename -> record digest
     filtered: list[dict] = field(default_factory=list)  # mirror_filtered rows (without mirror/subdir)
     by_rule: Counter = field(default_factory=Counter)
+    #: (stored record bytes, the upstream's content-trust signatures of it) of the kept records that
+    #: have some: published beside our own signature (proxy/store/signing.py UpstreamSignatures)
+    upstream_signatures: list[tuple[bytes, dict]] = field(default_factory=list)
 
 
 def canonical(record: dict) -> bytes:
@@ -74,6 +77,9 @@ def prepare(index: Index, policy: object | None, source: str) -> Prepared:
         raw = canonical(rec)
         url = file_url(source, index.subdir, index.url, info, fn, rec.get("url"))
         wanted[fn] = record_digest(raw, url)
+        theirs = signatures.get(fn) if signatures is not None else None
+        if isinstance(theirs, dict) and theirs:
+            out.upstream_signatures.append((raw, theirs))
         kept[fn] = (raw, str(rec.get("name") or "")[:200], str(rec.get("version") or "")[:100],
                     str(rec.get("build") or "")[:200], rec["sha256"].lower(), str(rec.get("md5") or "")[:32],
                     _size(rec.get("size")), str(rec.get("license") or "")[:400], url)

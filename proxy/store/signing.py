@@ -207,30 +207,70 @@ class TrustStore:
         _write_json(self.dir / "key_mgr.json", trust.sign_signable(doc, key_mgr_key))
 
 
+def _cache(path: Path, table: str) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {table} (digest BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+    return db
+
+
+def _lookup(db: sqlite3.Connection, table: str, digests: list[bytes]) -> dict[bytes, bytes]:
+    found: dict[bytes, bytes] = {}
+    for i in range(0, len(digests), 500):
+        part = digests[i : i + 500]
+        found.update(db.execute(f"SELECT digest, value FROM {table} WHERE digest IN ({','.join('?' * len(part))})",
+                                part))
+    return found
+
+
+class UpstreamSignatures:
+    """Mirrored records' signatures from their upstream repodata, by sha256 of the stored record
+    bytes: the stored record parses to the upstream's, so its signatures stay valid beside ours."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._db: sqlite3.Connection | None = None  # made by the first mirrored signature
+        self._lock = threading.Lock()
+
+    def keep(self, items: Sequence[tuple[bytes, dict]]) -> None:
+        rows = [(hashlib.sha256(raw).digest(), orjson.dumps(sigs, option=orjson.OPT_SORT_KEYS)) for raw, sigs in items]
+        with self._lock:
+            if self._db is None:
+                self._db = _cache(self.path, "upstream")
+            self._db.executemany("INSERT OR REPLACE INTO upstream VALUES (?, ?)", rows)
+
+    def lookup(self, digests: list[bytes]) -> dict[bytes, bytes]:
+        with self._lock:
+            if self._db is None:
+                if not self.path.is_file():
+                    return {}
+                self._db = _cache(self.path, "upstream")
+            return _lookup(self._db, "upstream", digests)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
 class Signer:
     """Signs records with the pkg_mgr key; signatures cached on disk by (record digest, key)."""
 
-    def __init__(self, private_hex: str, cache_dir: Path):
+    def __init__(self, private_hex: str, cache_dir: Path, upstream: UpstreamSignatures | None = None):
         self._key = trust._private(private_hex)
         self.public = trust.public_key(private_hex)
         self._prefix = orjson.dumps(self.public) + b':{"signature":"'
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(cache_dir / f"{self.public[:16]}.sqlite", check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS sig (digest BLOB PRIMARY KEY, sig BLOB NOT NULL) WITHOUT ROWID")
+        self._db = _cache(cache_dir / f"{self.public[:16]}.sqlite", "sig")
         self._lock = threading.Lock()
+        self.upstream = upstream
 
     def signatures(self, records: Sequence[tuple[bytes, dict]]) -> list[bytes]:
         """The JSON value ``{"<key>":{"signature":"<hex>"}}`` for each (stored bytes, parsed record)."""
         digests = [hashlib.sha256(raw).digest() for raw, _ in records]
         with self._lock:
-            found: dict[bytes, bytes] = {}
-            for i in range(0, len(digests), 500):
-                part = digests[i : i + 500]
-                found.update(self._db.execute(
-                    f"SELECT digest, sig FROM sig WHERE digest IN ({','.join('?' * len(part))})", part))
+            found = _lookup(self._db, "sig", digests)
             new = []
             for digest, (_, record) in zip(digests, records):
                 if digest not in found:
@@ -239,7 +279,12 @@ class Signer:
             if new:
                 self._db.executemany("INSERT OR REPLACE INTO sig VALUES (?, ?)", new)
         prefix = b"{" + self._prefix
-        return [prefix + found[d].hex().encode() + b'"}}' for d in digests]
+        out = [prefix + found[d].hex().encode() + b'"}}' for d in digests]
+        theirs = self.upstream.lookup(digests) if self.upstream is not None else {}
+        if theirs:  # merged into the same filename's map, ours last (JSON: the last duplicate wins)
+            out = [b"{" + theirs[d][1:-1] + b"," + o[1:] if d in theirs and len(theirs[d]) > 2 else o
+                   for d, o in zip(digests, out)]
+        return out
 
     def close(self) -> None:
         self._db.close()
@@ -252,6 +297,7 @@ class Signing:
     def __init__(self, data_dir: Path):
         self.store = TrustStore(Path(data_dir) / "trust")
         self._signer: Signer | None = None
+        self.upstream = UpstreamSignatures(self.store.dir / "signatures" / "upstream.sqlite")
 
     def signer(self) -> Signer | None:
         key = self.store.private("pkg_mgr")
@@ -260,5 +306,11 @@ class Signing:
         if self._signer is None or self._signer.public != trust.public_key(key):
             if self._signer is not None:
                 self._signer.close()
-            self._signer = Signer(key, self.store.dir / "signatures")
+            self._signer = Signer(key, self.store.dir / "signatures", self.upstream)
         return self._signer
+
+    def close(self) -> None:
+        if self._signer is not None:
+            self._signer.close()
+            self._signer = None
+        self.upstream.close()
