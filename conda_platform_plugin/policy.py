@@ -422,6 +422,11 @@ class CompiledPolicy:
                         out[fn] = verdict
         return out
 
+    def blocked(self, name: str) -> Verdict | None:
+        """Why every record of ``name`` is excluded by its name alone (a name rule), else None: the
+        conda plugin rejects such specs before the solve."""
+        return self._plan(name)[0]
+
     def verdict(self, subdir: str, filename: str, record: Mapping,
                 signatures: Mapping[str, Mapping] | None = None) -> Verdict | None:
         """One record alone (keep_newest cannot judge a record alone and is not applied)."""
