@@ -36,7 +36,7 @@ for _perm in EXPECT.values():
 PARAMS = {"channel": "team", "subchannel": "sub", "type": "conda", "name": "pkg", "subdir": "linux-64",
           "filename": "missing-1.0-0.conda", "token_id": "999999", "user": "nobody",
           "tail": "team/noarch/repodata.json",
-          "mirror": "nomirror", "run": "1", "policy": "nopolicy", "id": "CVE-0000-0"}
+          "mirror": "nomirror", "run": "1", "policy": "nopolicy", "id": "CVE-0000-0", "file": "1.root.json"}
 #: bodies that every handler refuses after the check (400), so the table changes nothing
 BODY = {"bogus": True}
 
@@ -110,6 +110,7 @@ SPEC = {
     ("GET", "/api/channels/{channel}/report"): "channel.read",
     ("GET", "/api/repo/{tail:.+}"): "channel.read",
     ("GET", "/t/{token}/api/repo/{tail:.+}"): "channel.read",
+    ("GET", "/api/trust/{file}"): "public",
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import orjson
 import pytest
 import rattler
 import requests
+import yaml
 import zstandard
 from builders import build_conda_package
 from conftest import Api, Server
@@ -237,3 +239,41 @@ def test_cli_trust_init_and_keys(tmp_path: Path) -> None:
     rotated = cli("rotate", "root", "--root-key", str(tmp_path / "offline.key"), "--json")
     assert rotated.returncode == 0, rotated.stderr
     assert orjson.loads(rotated.stdout)["root_version"] == 2
+
+
+def test_cli_trust_enable_status_disable(signed_server: Server, tmp_path: Path) -> None:
+    """Client side, without conda: the root lands in <prefix>/etc/conda, .condarc keeps its other keys."""
+    prefix = tmp_path / "env"
+    prefix.mkdir()
+    (prefix / ".condarc").write_text("channels:\n  - conda-forge\nplugins:\n  platform_policy_mode: warn\n")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["conda-platform", "trust", *args, "--url", signed_server.url, "--prefix", str(prefix)],
+                              capture_output=True, text=True, env={**os.environ, "CONDA_PLATFORM_CONFIG_DIR": str(tmp_path)})
+
+    off = orjson.loads(cli("status", "--json").stdout)
+    assert off["enabled"] is False and off["root"] is None
+    ok = cli("enable")
+    assert ok.returncode == 0, ok.stderr
+    installed = prefix / "etc" / "conda" / "1.root.json"
+    assert orjson.loads(installed.read_bytes()) == requests.get(f"{signed_server.url}/api/trust/1.root.json",
+                                                               timeout=10).json()
+    rc = yaml.safe_load((prefix / ".condarc").read_text())
+    assert rc == {"channels": ["conda-forge"], "extra_safety_checks": True,
+                  "signing_metadata_url_base": f"{signed_server.url}/api/trust",
+                  "plugins": {"platform_policy_mode": "warn", "platform_url": signed_server.url}}
+    on = orjson.loads(cli("status", "--json").stdout)
+    assert on["enabled"] is True and on["root"]["version"] == 1
+    assert [line.split() for line in cli("status").stdout.splitlines()][1] == ["verification", "on"]
+    assert cli("disable").returncode == 0
+    assert yaml.safe_load((prefix / ".condarc").read_text())["extra_safety_checks"] is False
+    assert orjson.loads(cli("status", "--json").stdout)["enabled"] is False
+    assert requests.get(f"{signed_server.url}/api/trust/key_mgr.json", timeout=10).json()["signed"]["type"] == "key_mgr"
+    assert requests.get(f"{signed_server.url}/api/trust/pkg_mgr.key", timeout=10).status_code == 404
+
+
+def test_cli_trust_enable_without_trust_metadata(server: Server, tmp_path: Path) -> None:
+    r = subprocess.run(["conda-platform", "trust", "enable", "--url", server.url, "--prefix", str(tmp_path / "env")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "trust init" in r.stderr + r.stdout
+    assert not (tmp_path / "env").exists()

@@ -1,14 +1,25 @@
 """``trust …``: the server's content-trust keys (``init``, ``rotate``, ``keys``: run on the server host,
 on its data directory, like ``serve``) and a conda installation's trust in a server (``enable``,
-``disable``, ``status``: see conda_platform_plugin/trustsetup.py)."""
+``disable``, ``status``: they write ``<prefix>/etc/conda/1.root.json`` and the prefix's ``.condarc``,
+and need no conda: the prefix is ``--prefix``, else ``$CONDA_PREFIX``, else this Python's prefix)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from .common import command, group
+import yaml
+
+from .. import trust as content_trust
+from ..errors import BadRequest, PlatformError
+from .common import client, command, group
 from .output import Output
+
+
+class TrustSetupError(PlatformError):
+    status, code = 0, "trust_setup_failed"
 
 DATA_DIR_HELP = "the server's data directory (env CONDA_PLATFORM_DATA_DIR; default ./data)"
 
@@ -36,6 +47,120 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = command(sub, "keys", keys, "show the server's trust metadata: versions, keys, expiry (on the server host)")
     _data_dir(p)
 
+    p = command(sub, "enable", enable, "trust the server's signed metadata in a conda installation",
+                description="Fetch the server's root metadata (--url), install it as <prefix>/etc/conda/1.root.json "
+                            "and set extra_safety_checks: true and signing_metadata_url_base in <prefix>/.condarc "
+                            "(other keys are kept).")
+    _prefix(p)
+    p = command(sub, "disable", disable, "stop verifying signed metadata (extra_safety_checks: false)")
+    _prefix(p)
+    p = command(sub, "status", status, "show whether a conda installation trusts a server's signed metadata")
+    _prefix(p)
+
+
+def _prefix(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prefix", type=Path, default=None, metavar="DIR",
+                   help="the conda installation (default: $CONDA_PREFIX, else this Python's prefix)")
+
+
+def conda_prefix(given: Path | None = None) -> Path:
+    return Path(given or os.environ.get("CONDA_PREFIX") or sys.prefix)
+
+
+def root_path(prefix: Path) -> Path:
+    """Where conda (and the plugin) look for the trusted root: ``<prefix>/etc/conda/1.root.json``."""
+    return prefix / "etc" / "conda" / "1.root.json"
+
+
+def condarc_path(prefix: Path) -> Path:
+    return prefix / ".condarc"
+
+
+def _read_condarc(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except (OSError, yaml.YAMLError) as e:
+        raise TrustSetupError(f"cannot read {path}: {e}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise TrustSetupError(f"{path} is not a YAML mapping")
+    return doc
+
+
+def _write_condarc(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, default_flow_style=False, sort_keys=False))
+    tmp.replace(path)
+
+
+def enable(args: argparse.Namespace, out: Output) -> int:
+    prefix = conda_prefix(args.prefix)
+    root = client(args).request("GET", "/api/trust/1.root.json")
+    try:  # a root signs itself: refuse what is not a well-formed, self-consistent root
+        content_trust.check_metadata(root, "root")
+        keys = root["signed"]["delegations"]["root"]
+        content_trust.verify_signable(root, keys["pubkeys"], keys["threshold"])
+    except (content_trust.TrustError, KeyError, TypeError) as e:
+        raise TrustSetupError(f"the server's 1.root.json is not valid root metadata: {e}") from None
+    target = root_path(prefix)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content_trust.canonical_json(root))
+    rc = condarc_path(prefix)
+    doc = _read_condarc(rc)
+    doc["extra_safety_checks"] = True
+    doc["signing_metadata_url_base"] = f"{args.url.rstrip('/')}/api/trust"
+    plugins = doc.get("plugins") if isinstance(doc.get("plugins"), dict) else {}
+    plugins.setdefault("platform_url", args.url.rstrip("/"))
+    doc["plugins"] = plugins
+    _write_condarc(rc, doc)
+    out.result({"prefix": str(prefix), "root": str(target), "root_version": root["signed"]["version"],
+                "root_keys": keys["pubkeys"], "condarc": str(rc)},
+               f"trusting {args.url}: root installed as {target}; extra_safety_checks and "
+               f"signing_metadata_url_base set in {rc}")
+    return 0
+
+
+def disable(args: argparse.Namespace, out: Output) -> int:
+    prefix = conda_prefix(args.prefix)
+    rc = condarc_path(prefix)
+    doc = _read_condarc(rc)
+    doc["extra_safety_checks"] = False
+    _write_condarc(rc, doc)
+    out.result({"prefix": str(prefix), "extra_safety_checks": False, "condarc": str(rc)},
+               f"signature verification off in {rc} (the installed root stays: 'trust enable' turns it on again)")
+    return 0
+
+
+def status(args: argparse.Namespace, out: Output) -> int:
+    prefix = conda_prefix(args.prefix)
+    doc = _read_condarc(condarc_path(prefix))
+    root = root_path(prefix)
+    info: dict = {"prefix": str(prefix), "extra_safety_checks": bool(doc.get("extra_safety_checks", False)),
+                  "signing_metadata_url_base": doc.get("signing_metadata_url_base"), "root": None}
+    if root.is_file():
+        try:
+            signed = yaml.safe_load(root.read_text())["signed"]
+            info["root"] = {"path": str(root), "version": signed["version"], "expires": signed["expiration"],
+                            "keys": signed["delegations"]["root"]["pubkeys"]}
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as e:
+            raise TrustSetupError(f"{root} is not root metadata: {e}") from None
+    info["enabled"] = info["extra_safety_checks"] and info["root"] is not None \
+        and bool(info["signing_metadata_url_base"])
+    if out.json_mode:
+        out.json(info)
+        return 0
+    out.fields([
+        ("prefix", info["prefix"]),
+        ("verification", "on" if info["enabled"] else "off"),
+        ("extra_safety_checks", info["extra_safety_checks"]),
+        ("signing_metadata_url_base", info["signing_metadata_url_base"]),
+        ("trusted root", f"version {info['root']['version']} ({root}), expires {info['root']['expires']}"
+         if info["root"] else "not installed"),
+    ])
+    return 0
+
 
 def _data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR", help=DATA_DIR_HELP)
@@ -58,8 +183,6 @@ def _store(args: argparse.Namespace):  # noqa: ANN202 - a proxy TrustStore
 
 
 def _check_export(args: argparse.Namespace) -> None:
-    from ..errors import BadRequest
-
     if args.remove_root_key and args.export_root_key is None:
         raise BadRequest("--remove-root-key without --export-root-key would lose the root key for good")
 
