@@ -340,3 +340,36 @@ def post_solve(records: Sequence[Any], channels: Sequence[str], settings: Settin
 def prefix_root(prefix: str | os.PathLike[str] | None) -> Path | None:
     """Where ``trust enable`` installs the root: ``<prefix>/etc/conda/1.root.json``."""
     return Path(prefix) / "etc" / "conda" / "1.root.json" if prefix else None
+
+
+# -- health checks (conda doctor) ----------------------------------------------------------------------
+def health(settings: Settings) -> list[tuple[bool, str]]:
+    """(ok, sentence) for: the server answers, the token is valid, the trust root is installed."""
+    if not settings.url:
+        return [(False, "platform_url is not set (conda config --set plugins.platform_url URL)")]
+    out: list[tuple[bool, str]] = []
+    try:
+        me = settings.client().request("GET", "/api/whoami")
+        out.append((True, f"the platform server at {settings.url} answers"))
+        if not settings.token:
+            out.append((False, "no platform token is set (plugins.platform_token): private channels are hidden"))
+        elif me.get("anonymous"):
+            out.append((False, "the platform token is not accepted"))
+        else:
+            out.append((True, f"the platform token is valid (user {me.get('name')})"))
+    except PlatformError as e:
+        if e.status == 401:
+            out.append((True, f"the platform server at {settings.url} answers"))
+            out.append((False, f"the platform token is not accepted: {e.message}"))
+        else:
+            out.append((False, f"the platform server at {settings.url} does not answer: {e.message}"))
+    root = settings.trust_root
+    if root is not None and root.is_file():
+        try:
+            version = json.loads(root.read_text())["signed"]["version"]
+            out.append((True, f"a trust root is installed ({root}, version {version})"))
+        except (OSError, ValueError, KeyError, TypeError):
+            out.append((False, f"{root} is not root metadata (run 'conda platform trust enable')"))
+    else:
+        out.append((False, f"no trust root is installed at {root} (run 'conda platform trust enable')"))
+    return out
