@@ -182,3 +182,20 @@ def test_platform_channel_and_host() -> None:
     assert hooks.is_platform_host("http://h:8000/x", s) and not hooks.is_platform_host("http://h:8001/x", s)
     with pytest.raises(ValueError):
         hooks.Settings(policy_mode="loud")
+
+
+def test_health_checks(signed: Server, tmp_path: Path) -> None:
+    root = tmp_path / "etc" / "conda" / "1.root.json"
+    checks = hooks.health(_settings(signed, tmp_path, trust_root=root))
+    assert [ok for ok, _ in checks] == [True, True, False]
+    assert "user admin" in checks[1][1] and "no trust root" in checks[2][1]
+    root.parent.mkdir(parents=True)
+    root.write_bytes(requests.get(f"{signed.url}/api/trust/1.root.json", timeout=10).content)
+    bad_token = hooks.Settings(url=signed.url, token="cpt_not-a-token", trust_root=root)
+    checks = hooks.health(bad_token)
+    assert [ok for ok, _ in checks] == [True, False, True] and "not accepted" in checks[1][1]
+    signed.stop()
+    checks = hooks.health(bad_token)
+    assert not checks[0][0] and "does not answer" in checks[0][1]
+    assert hooks.health(hooks.Settings()) == [(False, "platform_url is not set (conda config --set "
+                                                      "plugins.platform_url URL)")]
