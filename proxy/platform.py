@@ -27,6 +27,7 @@ from .store.blobs import BlobStore, TempBlob
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
 from .store.dependents import DependentsIndex
+from .store.downloads import DownloadCounter
 from .store.files import FileStore, NewFile
 from .store.identities import IdentityStore
 from .store.publish import Publisher
@@ -72,6 +73,8 @@ class Platform:
         #: the dependents reverse index, brought to each published generation by this listener
         self.dependents = DependentsIndex(db)
         self.publisher.listeners.append(self.dependents.published)
+        #: completed package downloads, counted in memory and flushed in batches
+        self.downloads = DownloadCounter(db)
         #: mirrors: create/edit/delete, views, and the engine that runs them (started by the app)
         self.mirrors = Mirrors(self)
 
@@ -105,6 +108,7 @@ class Platform:
     async def close(self) -> None:
         await self.mirrors.engine.shutdown()
         await self.dependents.drain()
+        await self.downloads.close()
         await self.fetcher.close()
         await self.upstream.close()
         self.signing.close()

@@ -36,7 +36,8 @@ for _perm in EXPECT.values():
 PARAMS = {"channel": "team", "subchannel": "sub", "type": "conda", "name": "pkg", "subdir": "linux-64",
           "filename": "missing-1.0-0.conda", "token_id": "999999", "user": "nobody",
           "tail": "team/noarch/repodata.json",
-          "mirror": "nomirror", "run": "1", "policy": "nopolicy", "id": "CVE-0000-0", "file": "1.root.json"}
+          "mirror": "nomirror", "run": "1", "policy": "nopolicy", "id": "CVE-0000-0", "file": "1.root.json",
+          "badge": "version.svg"}
 #: bodies that every handler refuses after the check (400), so the table changes nothing
 BODY = {"bogus": True}
 
@@ -68,6 +69,8 @@ SPEC = {
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/files"): "channel.read",
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/dependencies"): "channel.read",
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/dependents"): "channel.read",
+    ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/badges"): "channel.read",
+    ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/badges/{badge}"): "channel.read",
     ("DELETE", "/api/channels/{channel}/artifacts/{type}/{name}"): "channel.write",
     ("GET", "/api/search"): "public",
     ("GET", "/api/whoami"): "public",

@@ -10,8 +10,7 @@ from conda_platform_plugin.readme import render_html
 
 from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown, version_rows
 from ..store.dependents import records_index
-from ..store.files import file_json
-from .insights import HTML_HEADERS, readme_format
+from .insights import HTML_HEADERS, readme_format, with_downloads
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
 TAG = "artifacts"
@@ -43,7 +42,9 @@ async def get_artifact(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
     out = artifact_json(ch, rows)
     family = orjson.loads(rows[0].record).get("license_family")
-    return json_response({**out, "license_info": normalize_license(rows[0].license, family).to_json()})
+    downloads = await platform_of(request).downloads.artifact_count(ch.id, rows[0].name)
+    return json_response({**out, "license_info": normalize_license(rows[0].license, family).to_json(),
+                          "downloads": downloads})
 
 
 @routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown, or rendered to safe HTML",
@@ -72,7 +73,7 @@ async def get_files(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
     page, per_page = paging(request)
     chunk = rows[(page - 1) * per_page : page * per_page]
-    return json_response(paged([file_json(ch, r) for r in chunk], len(rows), page, per_page))
+    return json_response(paged(await with_downloads(request, ch, chunk), len(rows), page, per_page))
 
 
 @routes.route("GET", ONE + "/dependencies", summary="Dependencies of the newest (or a given) version",

@@ -10,6 +10,7 @@ from conda_platform_plugin.names import check_filename, check_subdir
 from ..platform import Received
 from ..store.channels import normalize
 from ..store.files import file_json, file_key
+from .insights import with_downloads
 from .routing import auth_of, channel_path, identity_of, json_body, json_response, paged, paging, platform_of, routes
 
 TAG = "files"
@@ -87,7 +88,7 @@ def _file_ref(request: web.Request) -> tuple[str, str]:
 async def show_file(request: web.Request) -> web.Response:
     platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
-    return json_response(file_json(ch, await platform.files.get(ch, *_file_ref(request))))
+    return json_response((await with_downloads(request, ch, [await platform.files.get(ch, *_file_ref(request))]))[0])
 
 
 @routes.route("GET", "/api/channels/{channel}/files/{subdir}/{filename}/download", summary="Download a package file",

@@ -1,12 +1,22 @@
-"""Package insights beside the artifact endpoints: dependents (from the publish-time reverse index)."""
+"""Package insights beside the artifact endpoints: dependents (from the publish-time reverse index),
+the readme's formats, badges and their embed snippets."""
 
 from __future__ import annotations
 
+import hashlib
+import time
+from urllib.parse import quote
+
+import orjson
 from aiohttp import web
 
-from conda_platform_plugin.errors import BadRequest
+from conda_platform_plugin import badges
+from conda_platform_plugin.errors import BadRequest, NotFound
+from conda_platform_plugin.licenses import normalize as normalize_license
 
-from ..store.artifacts import check_type
+from ..auth import presented_token
+from ..store.artifacts import ArtifactStore, check_type
+from ..store.files import file_json
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
 TAG = "artifacts"
@@ -14,6 +24,12 @@ ONE = "/api/channels/{channel}/artifacts/{type}/{name}"
 #: rendered readmes are package authors' text: no script runs, nothing loads but images
 HTML_HEADERS = {"Content-Security-Policy": "default-src 'none'; img-src * data:; style-src 'unsafe-inline'",
                 "X-Content-Type-Options": "nosniff"}
+
+
+async def with_downloads(request: web.Request, channel, rows: list) -> list[dict]:  # noqa: ANN001 - a Channel
+    """file_json() of each row with its download count."""
+    counts = await platform_of(request).downloads.file_counts(channel.id, [(r.subdir, r.filename) for r in rows])
+    return [{**file_json(channel, r), "downloads": counts[(r.subdir, r.filename)]} for r in rows]
 
 
 def readme_format(request: web.Request) -> str:
@@ -37,3 +53,83 @@ async def get_dependents(request: web.Request) -> web.Response:
     page, per_page = paging(request)
     return json_response({"channel": ch.name, "type": type_, "name": name,
                           **paged(found[(page - 1) * per_page : page * per_page], len(found), page, per_page)})
+
+
+# -- badges --------------------------------------------------------------------------------------------
+BADGE_KINDS = ("version", "license", "platforms", "updated", "downloads", "cves")
+#: short enough that a new upload shows within minutes, long enough that a README page's views
+#: mostly revalidate (304) instead of re-rendering
+BADGE_MAX_AGE = 300
+SVG_HEADERS = {"Content-Type": "image/svg+xml; charset=utf-8", "X-Content-Type-Options": "nosniff",
+               "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
+async def _artifact(request: web.Request):  # noqa: ANN202 - (Channel, rows)
+    platform = platform_of(request)
+    ch = await platform.channels.get(channel_path(request))
+    rows = await ArtifactStore(platform.db).rows(ch, check_type(request.match_info["type"]),
+                                                 request.match_info["name"])
+    return ch, rows
+
+
+async def _badge_svg(request: web.Request, kind: str, ch, rows: list) -> str:  # noqa: ANN001
+    platform = platform_of(request)
+    newest = rows[0]
+    if kind == "version":
+        return badges.version_badge(newest.version)
+    if kind == "license":
+        info = normalize_license(newest.license, orjson.loads(newest.record).get("license_family"))
+        return badges.license_badge(info.spdx or newest.license or None)
+    if kind == "platforms":
+        return badges.platforms_badge(sorted({r.subdir for r in rows}))
+    if kind == "updated":
+        return badges.updated_badge(max(r.uploaded_at for r in rows), time.time())
+    if kind == "downloads":
+        return badges.downloads_badge(await platform.downloads.artifact_count(ch.id, newest.name))
+    report = await platform.policy.artifact_cves(newest.name, rows)
+    latest = [c for c in report["cves"] if newest.version in c["affected_versions"]]
+    worst = max(latest, key=lambda c: c.get("score") or -1, default=None)
+    return badges.cves_badge(len(latest), (worst or {}).get("severity"))
+
+
+@routes.route("GET", ONE + "/badges/{badge}", summary="An SVG badge of the artifact (shields style): KIND.svg",
+              permission="channel.read", tag=TAG, query_token=True,
+              query={"token": "a token that may read the channel: how a private channel's badge is embedded"})
+async def get_badge(request: web.Request) -> web.Response:
+    ch, rows = await _artifact(request)  # first: a private channel is a 404 whatever the badge
+    badge = request.match_info["badge"]
+    kind = badge.removesuffix(".svg")
+    if not badge.endswith(".svg") or kind not in BADGE_KINDS:
+        raise NotFound(f"no badge {badge!r}; known: {', '.join(k + '.svg' for k in BADGE_KINDS)}")
+    body = (await _badge_svg(request, kind, ch, rows)).encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {**SVG_HEADERS, "ETag": etag,
+               # a private channel's badge is never kept by shared caches
+               "Cache-Control": f"{'private' if ch.private else 'public'}, max-age={BADGE_MAX_AGE}"}
+    tags = {t.strip().removeprefix("W/") for t in request.headers.get("If-None-Match", "").split(",")}
+    if etag in tags or "*" in tags:
+        return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
+    return web.Response(body=body, headers=headers)
+
+
+@routes.route("GET", ONE + "/badges", summary="The artifact's badges with embed snippets (Markdown, HTML, rST, AsciiDoc)",
+              permission="channel.read", tag=TAG, query_token=True,
+              query={"token": "your token, put into a private channel's image URLs (only then)"})
+async def get_badges(request: web.Request) -> web.Response:
+    ch, rows = await _artifact(request)
+    origin = str(request.url.origin())
+    base = origin + request.path.removesuffix("/badges")
+    # Only a private channel's snippets carry a token, and only the one the caller itself presented
+    # in the query to authenticate this very request: no one else's token is ever put in a page.
+    token = request.query.get("token")
+    own = token is not None and presented_token(request, query_token=True) == token
+    include = ch.private and own
+    suffix = f"?token={quote(token, safe='')}" if include else ""
+    items = []
+    for kind in BADGE_KINDS:
+        image = f"{base}/badges/{kind}.svg{suffix}"
+        items.append({"kind": kind, "image_url": image, "link_url": base,
+                      "snippets": badges.embed_snippets(image, base, f"{rows[0].name} {kind}")})
+    headers = {"Cache-Control": "private, no-store"} if include else None
+    return json_response({"channel": ch.name, "type": rows[0].type, "name": rows[0].name, "private": ch.private,
+                          "token_included": include, "badges": items}, headers=headers)

@@ -7,6 +7,8 @@ query. Package files are looked up in the published generation and served from t
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from conda_platform_plugin.errors import NotFound
@@ -15,6 +17,7 @@ from conda_platform_plugin.names import KNOWN_SUBDIRS, check_filename
 from ..api.routing import platform_of, routes
 from ..platform import Platform
 from ..store.serving import Served
+from .counted import CountedFileResponse, counted
 
 INDEX_FILES = {
     "repodata.json": "application/json",
@@ -97,11 +100,12 @@ async def _subdir_file(request: web.Request, platform: Platform, served: Served,
     if row is None:
         raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
     path = platform.blobs.path(row.sha256)
+    count = partial(platform.downloads.count, served.id, subdir, name)  # completed downloads only
     if not path.is_file():
         if row.source_url:  # a passive mirror's file: fetched once from upstream, streamed as it lands
-            return await platform.fetcher.respond(request, row, PACKAGE_HEADERS)
+            return counted(request, await platform.fetcher.respond(request, row, PACKAGE_HEADERS), path, count)
         raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
-    return _file(path, "application/octet-stream", PACKAGE_CACHE)
+    return CountedFileResponse(path, count, dict(PACKAGE_HEADERS))
 
 
 def _shard_response(request: web.Request, digest: str, data: bytes) -> web.Response:
