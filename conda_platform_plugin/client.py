@@ -383,6 +383,18 @@ class PlatformClient:
     def artifact_readme(self, channel: str, name: str, type: str = "conda") -> dict:
         return self._get(self._artifact(channel, name, type) + "/readme")
 
+    def artifact_dependents(self, channel: str, name: str, type: str = "conda") -> dict:
+        return self._all(self._artifact(channel, name, type) + "/dependents")
+
+    def artifact_badges(self, channel: str, name: str, type: str = "conda", *, with_token: bool = False) -> dict:
+        """Badge URLs and embed snippets; ``with_token``: a private channel's carry this client's token."""
+        token = self.token if with_token else None
+        return self._get(self._artifact(channel, name, type) + "/badges", token=token)
+
+    def file_sbom(self, channel: str, ref: str, fmt: str = "cyclonedx") -> dict:
+        subdir, filename = file_ref(ref)
+        return self._get(f"{channel_base(channel)}/files/{_q(subdir)}/{_q(filename)}/sbom", format=fmt)
+
     def delete_artifact(self, channel: str, name: str, type: str = "conda") -> dict:
         return self.request("DELETE", self._artifact(channel, name, type))
 

@@ -9,6 +9,7 @@ from ..client import ARTIFACT_TYPES, LocalFileError
 from ..errors import BadRequest
 from .common import client, command, confirm, group
 from .cves import register_package_cves
+from .insights import register_package_insights
 from .output import Output, human_size
 
 CHANNEL_HELP = "channel: CH or CH/SUB"
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _type(p)
 
     register_package_cves(sub, CHANNEL_HELP, _type)
+    register_package_insights(sub, CHANNEL_HELP, REF_HELP, _type)
 
     p = command(sub, "download", download, "download package files, verified against their sha256")
     p.add_argument("channel", metavar="CH", help=CHANNEL_HELP)

@@ -1,21 +1,25 @@
 """Package insights beside the artifact endpoints: dependents (from the publish-time reverse index),
-the readme's formats, badges and their embed snippets."""
+the readme's formats, badges and their embed snippets, SBOMs of package files."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from datetime import datetime, timezone
 from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 
-from conda_platform_plugin import badges
+from conda_platform_plugin import badges, sbom
 from conda_platform_plugin.errors import BadRequest, NotFound
 from conda_platform_plugin.licenses import normalize as normalize_license
+from conda_platform_plugin.names import check_filename, check_subdir
+from conda_platform_plugin.sbom import SbomPackage
 
 from ..auth import presented_token
 from ..store.artifacts import ArtifactStore, check_type
+from ..store.dependents import closure_index
 from ..store.files import file_json
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
@@ -133,3 +137,42 @@ async def get_badges(request: web.Request) -> web.Response:
     headers = {"Cache-Control": "private, no-store"} if include else None
     return json_response({"channel": ch.name, "type": rows[0].type, "name": rows[0].name, "private": ch.private,
                           "token_included": include, "badges": items}, headers=headers)
+
+
+# -- SBOMs ---------------------------------------------------------------------------------------------
+SBOM_FORMATS = {"cyclonedx": ("application/vnd.cyclonedx+json", "cdx.json"),
+                "spdx": ("application/spdx+json", "spdx.json")}
+
+
+def _sbom_package(ch, channel_url: str, key: tuple[str, str], record: dict, about: dict) -> SbomPackage:  # noqa: ANN001
+    license_ = normalize_license(str(record.get("license") or about.get("license") or ""),
+                                 record.get("license_family"))
+    return SbomPackage(ch.name, channel_url, key[0], key[1], record, about, license_.spdx)
+
+
+@routes.route("GET", "/api/channels/{channel}/files/{subdir}/{filename}/sbom",
+              summary="SBOM of a package file with its dependencies resolved in the channel",
+              permission="channel.read", tag="files", query={"format": "cyclonedx (CycloneDX 1.6, default) or spdx (SPDX 2.3)"})
+async def get_sbom(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "cyclonedx")
+    if fmt not in SBOM_FORMATS:
+        raise BadRequest(f"unknown SBOM format {fmt!r}; known: {', '.join(SBOM_FORMATS)}")
+    platform = platform_of(request)
+    ch = await platform.channels.get(channel_path(request))
+    subdir, filename = check_subdir(request.match_info["subdir"]), check_filename(request.match_info["filename"])
+    row = await platform.files.get(ch, subdir, filename)
+    if row.type != "conda":
+        raise BadRequest(f"SBOMs are made for conda package files, not {row.type!r} ones")
+    record = orjson.loads(row.record)
+    index, abouts = await closure_index(platform.db, ch.id, [row.name, *(record.get("depends") or ())])
+    report = index.report([(subdir, filename)])
+    origin = str(request.url.origin())
+    channel_url = f"{origin}/api/repo/{ch.name}"
+    subject = _sbom_package(ch, channel_url, (subdir, filename), record, abouts.get((subdir, filename), {}))
+    deps = [(_sbom_package(ch, channel_url, d.key, dict(index.records[d.key]), abouts.get(d.key, {})),
+             [f"{s}/{f}" for s, f in d.needed_by]) for d in report.dependencies]
+    now = datetime.now(timezone.utc)
+    doc = sbom.cyclonedx(subject, deps, now) if fmt == "cyclonedx" else sbom.spdx(subject, deps, now, f"{origin}/sbom")
+    content_type, suffix = SBOM_FORMATS[fmt]
+    return web.Response(body=orjson.dumps(doc), content_type=content_type, headers={
+        "Content-Disposition": f'attachment; filename="{filename}.{suffix}"'})

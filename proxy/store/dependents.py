@@ -182,15 +182,39 @@ class DependentsIndex:
         return out
 
 
+async def _named(conn: AsyncConnection, channel_id: int, names: list[str]) -> list[sa.Row]:
+    out: list[sa.Row] = []
+    for i in range(0, len(names), 500):
+        out.extend(await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.record, files.c.about).where(
+            files.c.channel_id == channel_id, files.c.type == "conda", files.c.name.in_(names[i:i + 500]), CURRENT)))
+    return out
+
+
 async def records_index(db: Database, channel_id: int, specs: Iterable[str]) -> DependencyIndex:
     """A DependencyIndex of the channel's current records of the names that ``specs`` ask for:
     what matching those specs needs, without loading the rest of the channel."""
     names = sorted({n for s in specs if (n := spec_name(s)) is not None})
-    found: list[tuple[str, str, dict]] = []
     async with db.read() as conn:
-        for i in range(0, len(names), 500):
-            rows = await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.record).where(
-                files.c.channel_id == channel_id, files.c.type == "conda", files.c.name.in_(names[i:i + 500]),
-                CURRENT))
-            found.extend((r.subdir, r.filename, orjson.loads(r.record)) for r in rows)
-    return DependencyIndex(found)
+        rows = await _named(conn, channel_id, names)
+    return DependencyIndex((r.subdir, r.filename, orjson.loads(r.record)) for r in rows)
+
+
+async def closure_index(db: Database, channel_id: int, specs: Iterable[str]
+                        ) -> tuple[DependencyIndex, dict[tuple[str, str], dict]]:
+    """A DependencyIndex of every current record a walk from ``specs`` may reach (all versions of
+    each name asked for, then of the names those ask for, …), and each record's about.json: what a
+    DependencyIndex.report of a package needs, without loading the rest of the channel."""
+    wanted = {n for s in specs if (n := spec_name(s)) is not None}
+    seen: set[str] = set()
+    found: list[tuple[str, str, dict]] = []
+    abouts: dict[tuple[str, str], dict] = {}
+    async with db.read() as conn:
+        while wanted - seen:
+            batch = sorted(wanted - seen)
+            seen.update(batch)
+            for r in await _named(conn, channel_id, batch):
+                record = orjson.loads(r.record)
+                found.append((r.subdir, r.filename, record))
+                abouts[(r.subdir, r.filename)] = orjson.loads(r.about) if r.about else {}
+                wanted.update(n for d in record.get("depends") or () if (n := spec_name(d)) is not None)
+    return DependencyIndex(found), abouts
