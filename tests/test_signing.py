@@ -161,9 +161,13 @@ def test_published_records_are_signed_and_verify(signed_server: Server, tmp_path
     rec = dict(doc["packages.conda"]["liba-2.0-0.conda"], depends=["evil"])
     with pytest.raises(trust.TrustError):
         trust.verify_record(rec, doc["signatures"]["liba-2.0-0.conda"], key_mgr)
-    # an incremental publish keeps the other names' signatures; rotating pkg_mgr re-signs everything
+    # rotating pkg_mgr: the new key_mgr still delegates to the old key, so what is served verifies
+    # until the next publish, which re-signs everything with the new key
     subprocess.run([sys.executable, "-m", "conda_platform_plugin.cli.main", "trust", "rotate", "pkg_mgr",
                     "--data-dir", str(signed_server.data_dir)], check=True, capture_output=True)
+    rotated = _verified_chain(base)
+    assert rotated["signed"]["delegations"]["pkg_mgr"]["pubkeys"][1] == first_key
+    assert _check_signed(requests.get(f"{base}/noarch/repodata.json", timeout=10).json(), rotated) == {first_key}
     api.upload("team", build_conda_package(pk, "libd", "1.0"))
     key_mgr = _verified_chain(base)
     second_key = key_mgr["signed"]["delegations"]["pkg_mgr"]["pubkeys"][0]

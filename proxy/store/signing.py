@@ -122,7 +122,7 @@ class TrustStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         root_key, key_mgr_key, pkg_mgr_key = (trust.new_private_key() for _ in ROLES)
         self._write_root(1, root_key, [root_key], trust.public_key(key_mgr_key), now)
-        self._write_key_mgr(1, key_mgr_key, trust.public_key(pkg_mgr_key), now)
+        self._write_key_mgr(1, key_mgr_key, [trust.public_key(pkg_mgr_key)], now)
         _write_private(self.dir / "key_mgr.key", key_mgr_key)
         _write_private(self.dir / "pkg_mgr.key", pkg_mgr_key)
         self._place_root_key(root_key, export_root_key, keep_root_key)
@@ -130,7 +130,8 @@ class TrustStore:
 
     def rotate(self, role: str, now: datetime | None = None, root_key_file: Path | None = None,
                export_root_key: Path | None = None, keep_root_key: bool = True) -> dict:
-        """A new key for ``role``. pkg_mgr: a new key_mgr.json version delegating to it. key_mgr: a
+        """A new key for ``role``. pkg_mgr: a new key_mgr.json version delegating to it and to the
+        previous key (what the indexes are signed with until each channel's next publish). key_mgr: a
         new root version delegating to it (signed by the root key) and key_mgr.json signed by it.
         root: ``N+1.root.json`` listing the new root key, signed by the old and the new one."""
         if role not in ROLES:
@@ -140,17 +141,18 @@ class TrustStore:
         now = now or datetime.now(timezone.utc)
         root, key_mgr = self.root(), self.key_mgr()
         version = root["signed"]["version"]
-        pkg_pub = key_mgr["signed"]["delegations"]["pkg_mgr"]["pubkeys"][0]
+        pkg_pubs = key_mgr["signed"]["delegations"]["pkg_mgr"]["pubkeys"]
         if role == "pkg_mgr":
             key = trust.new_private_key()
-            self._write_key_mgr(key_mgr["signed"]["version"] + 1, self._need("key_mgr"), trust.public_key(key), now)
+            self._write_key_mgr(key_mgr["signed"]["version"] + 1, self._need("key_mgr"),
+                                [trust.public_key(key), pkg_pubs[0]], now)
             _write_private(self.dir / "pkg_mgr.key", key)
             return self.status()
         old_root = self._root_key(root_key_file)
         if role == "key_mgr":
             key = trust.new_private_key()
             self._write_root(version + 1, old_root, [old_root], trust.public_key(key), now)
-            self._write_key_mgr(key_mgr["signed"]["version"] + 1, key, pkg_pub, now)
+            self._write_key_mgr(key_mgr["signed"]["version"] + 1, key, pkg_pubs, now)
             _write_private(self.dir / "key_mgr.key", key)
             self._place_root_key(old_root, export_root_key, keep_root_key and (self.dir / "root.key").is_file())
             return self.status()
@@ -201,8 +203,10 @@ class TrustStore:
             trust.sign_signable(doc, key, openpgp_at=now)
         _write_json(self.dir / f"{version}.root.json", doc)
 
-    def _write_key_mgr(self, version: int, key_mgr_key: str, pkg_mgr_pub: str, now: datetime) -> None:
-        doc = trust.delegating_metadata("key_mgr", {"pkg_mgr": ([pkg_mgr_pub], 1)},
+    def _write_key_mgr(self, version: int, key_mgr_key: str, pkg_mgr_pubs: list[str], now: datetime) -> None:
+        """The signing key first; after a rotation the previous one too, so that the records signed
+        with it verify until their channel's next publish re-signs them."""
+        doc = trust.delegating_metadata("key_mgr", {"pkg_mgr": (pkg_mgr_pubs, 1)},
                                         version=version, now=now, lifetime=KEY_MGR_LIFETIME)
         _write_json(self.dir / "key_mgr.json", trust.sign_signable(doc, key_mgr_key))
 
