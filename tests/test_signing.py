@@ -130,10 +130,11 @@ def test_signed_incremental_renders_equal_full_renders(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def signed_server(tmp_path: Path) -> Server:
+def signed_server(tmp_path: Path, database_url: str | None) -> Server:
+    """On SQLite and on PostgreSQL (the full renders read rows through different paths)."""
     data = tmp_path / "data"
     TrustStore(data / "trust").init()
-    s = Server(data).start()
+    s = Server(data, database_url).start()
     yield s
     s.stop()
 
