@@ -72,6 +72,7 @@ SPEC = {
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/badges"): "channel.read",
     ("GET", "/api/channels/{channel}/artifacts/{type}/{name}/badges/{badge}"): "channel.read",
     ("GET", "/api/channels/{channel}/files/{subdir}/{filename}/sbom"): "channel.read",
+    ("GET", "/api/channels/{channel}/files/{subdir}/{filename}/dependencies"): "channel.read",
     ("DELETE", "/api/channels/{channel}/artifacts/{type}/{name}"): "channel.write",
     ("GET", "/api/search"): "public",
     ("GET", "/api/whoami"): "public",

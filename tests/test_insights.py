@@ -75,6 +75,13 @@ def test_dependencies_resolved_in_the_channel(api: Api, tmp_path: Path, channel:
     (m,) = old["files"][0]["matches"]["depends"]
     assert [c["version"] for c in m["candidates"]] == ["3.9.1"]
 
+    # the same for one file
+    one = api.get(f"{base}/files/linux-64/{pkgs['tool'].name}/dependencies").json()
+    assert (one["name"], one["version"], one["subdir"], one["filename"]) == ("tool", "1.0", "linux-64",
+                                                                            pkgs["tool"].name)
+    assert one["matches"] == item["matches"] and one["constrains"] == item["constrains"]
+    assert_error(api.get(f"{base}/files/linux-64/nope-1-0.conda/dependencies", expect=404), 404)
+
     # a noarch package is satisfied from any subdir
     np_deps = api.get(f"{base}/artifacts/conda/numpy/dependencies").json()
     (m,) = np_deps["files"][0]["matches"]["depends"]

@@ -128,3 +128,21 @@ def test_headless_chromium_draws_a_served_badge(api: Api, tmp_path: Path) -> Non
     text_row = pixels[12]
     assert any(min(p) > 200 for p in text_row[2:label_w - 2])
     assert any(min(p) > 200 for p in text_row[label_w + 2:width - 2])
+
+
+def test_badges_are_reused_within_a_generation_for_a_while(server: Server, api: Api, tmp_path: Path) -> None:
+    from proxy.api.insights import BADGE_TTL, badge_cache
+
+    create(api, "team")
+    pkg = build_conda_package(tmp_path, "tool", "1.0")
+    api.upload("team", pkg)
+    now = [1000.0]
+    badge_cache(server.platform).clock = lambda: now[0]
+    url = "/api/channels/team/artifacts/conda/tool/badges/downloads.svg"
+    assert _label(api.get(url).content) == "downloads: 0"
+    assert requests.get(f"{server.url}/api/repo/team/noarch/{pkg.name}", timeout=30).status_code == 200
+    assert _label(api.get(url).content) == "downloads: 0"  # the rendered badge, reused
+    now[0] += BADGE_TTL + 1
+    assert _label(api.get(url).content) == "downloads: 1"
+    api.upload("team", build_conda_package(tmp_path, "tool", "2.0"))  # a publish: a new generation
+    assert _label(api.get(url.replace("downloads", "version")).content) == "version: 2.0"

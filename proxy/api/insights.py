@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from datetime import datetime, timezone
 from urllib.parse import quote
 
@@ -18,8 +19,8 @@ from conda_platform_plugin.names import check_filename, check_subdir
 from conda_platform_plugin.sbom import SbomPackage
 
 from ..auth import presented_token
-from ..store.artifacts import ArtifactStore, check_type
-from ..store.dependents import closure_index
+from ..store.artifacts import ArtifactStore, check_type, dependencies_json
+from ..store.dependents import closure_index, records_index
 from ..store.files import file_json
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
 
@@ -68,6 +69,43 @@ SVG_HEADERS = {"Content-Type": "image/svg+xml; charset=utf-8", "X-Content-Type-O
                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
 
 
+#: a rendered badge is reused for this long within one published generation: the downloads count
+#: and the "updated" colour move without a publish, so they may lag by as much
+BADGE_TTL = 30.0
+BADGE_CACHE_SIZE = 4096
+
+
+class BadgeCache:
+    """Rendered badges by (channel id, published generation, type, name, kind): a README page's
+    viewers cost no database query; a publish moves the generation, so it never serves old contents
+    past the publish (except a frozen channel's uploads, seen after BADGE_TTL)."""
+
+    def __init__(self, clock=time.monotonic):  # noqa: ANN001
+        self.clock = clock
+        self._items: dict[tuple, tuple[float, bytes, str, bool]] = {}
+
+    def get(self, key: tuple) -> tuple[bytes, str, bool] | None:
+        hit = self._items.get(key)
+        if hit is None or hit[0] <= self.clock():
+            return None
+        return hit[1:]
+
+    def put(self, key: tuple, body: bytes, etag: str, private: bool) -> None:
+        if len(self._items) >= BADGE_CACHE_SIZE:
+            self._items.pop(next(iter(self._items)))  # the oldest entry
+        self._items[key] = (self.clock() + BADGE_TTL, body, etag, private)
+
+
+_BADGE_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def badge_cache(platform) -> BadgeCache:  # noqa: ANN001 - a Platform
+    cache = _BADGE_CACHES.get(platform)
+    if cache is None:
+        cache = _BADGE_CACHES[platform] = BadgeCache()
+    return cache
+
+
 async def _artifact(request: web.Request):  # noqa: ANN202 - (Channel, rows)
     platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
@@ -100,16 +138,26 @@ async def _badge_svg(request: web.Request, kind: str, ch, rows: list) -> str:  #
               permission="channel.read", tag=TAG, query_token=True,
               query={"token": "a token that may read the channel: how a private channel's badge is embedded"})
 async def get_badge(request: web.Request) -> web.Response:
-    ch, rows = await _artifact(request)  # first: a private channel is a 404 whatever the badge
+    platform = platform_of(request)
     badge = request.match_info["badge"]
     kind = badge.removesuffix(".svg")
-    if not badge.endswith(".svg") or kind not in BADGE_KINDS:
-        raise NotFound(f"no badge {badge!r}; known: {', '.join(k + '.svg' for k in BADGE_KINDS)}")
-    body = (await _badge_svg(request, kind, ch, rows)).encode()
-    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    served = await platform.serving.lookup(channel_path(request))
+    cache = badge_cache(platform)
+    key = (served.id, served.gen, request.match_info["type"], request.match_info["name"], kind) if served else None
+    hit = cache.get(key) if key is not None else None
+    if hit is not None:
+        body, etag, private = hit
+    else:
+        ch, rows = await _artifact(request)  # first: a private channel is a 404 whatever the badge
+        if not badge.endswith(".svg") or kind not in BADGE_KINDS:
+            raise NotFound(f"no badge {badge!r}; known: {', '.join(k + '.svg' for k in BADGE_KINDS)}")
+        body = (await _badge_svg(request, kind, ch, rows)).encode()
+        etag, private = f'"{hashlib.sha256(body).hexdigest()[:32]}"', ch.private
+        if key is not None:
+            cache.put(key, body, etag, private)
     headers = {**SVG_HEADERS, "ETag": etag,
                # a private channel's badge is never kept by shared caches
-               "Cache-Control": f"{'private' if ch.private else 'public'}, max-age={BADGE_MAX_AGE}"}
+               "Cache-Control": f"{'private' if private else 'public'}, max-age={BADGE_MAX_AGE}"}
     tags = {t.strip().removeprefix("W/") for t in request.headers.get("If-None-Match", "").split(",")}
     if etag in tags or "*" in tags:
         return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
@@ -137,6 +185,20 @@ async def get_badges(request: web.Request) -> web.Response:
     headers = {"Cache-Control": "private, no-store"} if include else None
     return json_response({"channel": ch.name, "type": rows[0].type, "name": rows[0].name, "private": ch.private,
                           "token_included": include, "badges": items}, headers=headers)
+
+
+@routes.route("GET", "/api/channels/{channel}/files/{subdir}/{filename}/dependencies",
+              summary="A package file's dependencies, each resolved in the channel (constrains apart)",
+              permission="channel.read", tag="files")
+async def get_file_dependencies(request: web.Request) -> web.Response:
+    platform = platform_of(request)
+    ch = await platform.channels.get(channel_path(request))
+    row = await platform.files.get(ch, check_subdir(request.match_info["subdir"]),
+                                   check_filename(request.match_info["filename"]))
+    record = orjson.loads(row.record)
+    index = await records_index(platform.db, ch.id, [*(record.get("depends") or ()), *(record.get("constrains") or ())])
+    (item,) = dependencies_json([row], row.version, index)["files"]
+    return json_response({"channel": ch.name, "name": row.name, "version": row.version, **item})
 
 
 # -- SBOMs ---------------------------------------------------------------------------------------------
