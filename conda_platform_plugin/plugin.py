@@ -78,7 +78,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if hasattr(args, "prefix") and args.prefix is None and getattr(args, "command", None) == "trust":
-        args.prefix = Path(context.conda_prefix)  # where this conda reads 1.root.json and its .condarc
+        args.prefix = str(context.conda_prefix)  # where this conda reads 1.root.json and its .condarc
+    s = settings()  # the server and token of conda's configuration, unless given on the command line
+    if not getattr(args, "url", None) and s.url:
+        args.url = s.url
+        if not getattr(args, "token", None) and s.token:
+            args.token = s.token
     return run(args)
 
 

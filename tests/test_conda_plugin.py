@@ -97,6 +97,13 @@ def test_create_an_environment_from_the_platform(world, tmp_path: Path) -> None:
     assert requests.get(f"{server.url}/api/repo/team/noarch/repodata.json", timeout=10).status_code == 404
     help_ = conda("platform", "--help")
     assert help_.returncode == 0 and "trust" in help_.stdout
+    # `conda platform` talks to plugins.platform_url with plugins.platform_token (team is private)
+    listed = conda("platform", "channel", "list", "--json")
+    assert listed.returncode == 0 and "team" in listed.stdout, listed.stdout + listed.stderr
+    enabled = conda("platform", "trust", "enable", "--prefix", str(tmp_path / "pfx"))
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    assert (tmp_path / "pfx/etc/conda/1.root.json").is_file()
+    assert "signing_metadata_url_base" in (tmp_path / "pfx/.condarc").read_text()
 
 
 def test_a_blocked_package_aborts_in_enforce_mode(world, tmp_path: Path) -> None:  # noqa: ANN001

@@ -59,11 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _prefix(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--prefix", type=Path, default=None, metavar="DIR",
+    # a string, not a Path: under `conda platform` conda's own context reads args.prefix too
+    p.add_argument("--prefix", default=None, metavar="DIR",
                    help="the conda installation (default: $CONDA_PREFIX, else this Python's prefix)")
 
 
-def conda_prefix(given: Path | None = None) -> Path:
+def conda_prefix(given: str | Path | None = None) -> Path:
     return Path(given or os.environ.get("CONDA_PREFIX") or sys.prefix)
 
 
