@@ -199,3 +199,16 @@ def test_health_checks(signed: Server, tmp_path: Path) -> None:
     assert not checks[0][0] and "does not answer" in checks[0][1]
     assert hooks.health(hooks.Settings()) == [(False, "platform_url is not set (conda config --set "
                                                       "plugins.platform_url URL)")]
+
+
+def test_post_solve_judges_records_of_other_channels_too(signed: Server, tmp_path: Path) -> None:
+    """A record from a channel that is not the platform's: no signature marker, the policy still applies."""
+    _setup(signed, tmp_path)
+    foreign = SimpleNamespace(name="gpltool", version="2.0", build="h1_0", build_number=0, subdir="noarch",
+                              fn="gpltool-2.0-h1_0.conda", license="GPL-3.0-or-later", depends=(),
+                              url="https://conda.example.org/forge/noarch/gpltool-2.0-h1_0.conda")
+    printed: list[str] = []
+    with pytest.raises(hooks.PolicyViolations) as e:
+        hooks.post_solve([foreign], [f"{signed.url}/api/repo/team"], _settings(signed, tmp_path), out=printed.append)
+    assert e.value.violations[0].startswith("gpltool-2.0-h1_0: rule license:")
+    assert printed == []
