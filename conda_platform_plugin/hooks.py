@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import trust
-from .client import ClientError, PlatformClient
+from .client import ClientError, PlatformClient, channel_base
 from .errors import NotFound, PlatformError, UpstreamError
 from .policy import CompiledPolicy, Policy, Verdict
 
@@ -134,7 +134,7 @@ def channel_policy(settings: Settings, channel: str) -> Policy | None:
     if cached is not None and now - cached.get("fetched_at", 0) < settings.ttl:
         return _policy(cached.get("policy"))
     try:
-        doc = settings.client().request("GET", f"/api/channels/{channel}/policy")
+        doc = settings.client().request("GET", f"{channel_base(channel)}/policy")
     except NotFound:
         doc = None
     except (ClientError, UpstreamError):

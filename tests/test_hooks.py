@@ -87,6 +87,13 @@ def test_pre_solve_blocks_names_from_the_server_policy(signed: Server, tmp_path:
     hooks.pre_solve([Spec("badpkg")], channels, _settings(signed, tmp_path, "warn"))
     assert "would be blocked" in capsys.readouterr().out
     hooks.pre_solve([Spec("badpkg")], channels, _settings(signed, tmp_path, "off"))
+    # a subchannel's own policy
+    api = Api(signed)
+    api.post("/api/channels/other/subchannels", 201, json={"name": "sub"})
+    api.post("/api/policies/org/apply", json={"channel": "other/sub"})
+    with pytest.raises(hooks.PolicyBlocked):
+        hooks.pre_solve([Spec("badpkg")], [f"{signed.url}/api/repo/other/sub"], _settings(signed, tmp_path))
+    hooks.pre_solve([Spec("badpkg")], [f"{signed.url}/api/repo/other"], _settings(signed, tmp_path))
     # channels that are not the platform's have no policy here
     hooks.pre_solve([Spec("badpkg")], ["https://conda.anaconda.org/conda-forge"], _settings(signed, tmp_path))
 
