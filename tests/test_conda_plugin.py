@@ -20,6 +20,7 @@ import pytest
 import requests
 from builders import build_conda_package
 from conftest import Api, Server
+from upstream import UpstreamChannel
 
 from proxy.store.signing import TrustStore
 
@@ -104,6 +105,36 @@ def test_create_an_environment_from_the_platform(world, tmp_path: Path) -> None:
     assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     assert (tmp_path / "pfx/etc/conda/1.root.json").is_file()
     assert "signing_metadata_url_base" in (tmp_path / "pfx/.condarc").read_text()
+
+
+class RecordingChannel(UpstreamChannel):
+    """A plain conda channel on another port that remembers the Authorization headers it got."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.authorizations: list[str | None] = []
+
+    async def _handle(self, request):  # noqa: ANN001, ANN202
+        self.authorizations.append(request.headers.get("Authorization"))
+        return await super()._handle(request)
+
+
+def test_the_token_goes_to_the_platform_host_only(world, tmp_path: Path) -> None:  # noqa: ANN001
+    server, _ = world
+    other = RecordingChannel(tmp_path / "other")
+    other.add("libz", "1.0")
+    other.index()
+    other.start()
+    try:
+        conda = Conda(tmp_path, server)
+        r = conda("create", "-p", str(tmp_path / "env"), "--override-channels", "-c",
+                  f"{server.url}/api/repo/team", "-c", other.url, "liba", "libz", "-y")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (tmp_path / "env/share/liba/a.txt").exists()  # the private channel was read: token sent
+        assert any(p.name.startswith("libz-1.0") for p in (tmp_path / "env/conda-meta").iterdir())
+        assert other.authorizations and not any(other.authorizations)
+    finally:
+        other.stop()
 
 
 def test_a_blocked_package_aborts_in_enforce_mode(world, tmp_path: Path) -> None:  # noqa: ANN001
