@@ -175,6 +175,8 @@ def test_published_records_are_signed_and_verify(signed_server: Server, tmp_path
     assert second_key != first_key
     assert _check_signed(requests.get(f"{base}/noarch/repodata.json", timeout=10).json(), key_mgr) == {second_key}
     assert requests.get(f"{base}/trust/2.root.json", timeout=10).status_code == 404
+    # no subchannel can be named "trust": <ch>/trust/… is never ambiguous
+    api.post("/api/channels/team/subchannels", 400, json={"name": "trust"})
     assert requests.get(f"{base}/trust/root.key", timeout=10).status_code == 404
     # a real client still solves and installs from the signed indexes
     records = asyncio.run(rattler.solve([base, f"{base}/extra"], ["appb", "libc"], platforms=["linux-64", "noarch"],
