@@ -35,6 +35,11 @@ COLUMNS = ("channel_id", "name", "file_id", "dependent_name", "dependent_version
 _NAME = re.compile(r"\s*(?:[^\s:\[]+::)?([A-Za-z0-9_.+\-]+)")
 
 
+_SQLITE_PAGE = ("SELECT id, subdir, name, version, record FROM files NOT INDEXED WHERE channel_id = ? AND type = 'conda'"
+                " AND added_gen > ? AND added_gen <= ? AND (removed_gen IS NULL OR removed_gen > ?) AND id > ?"
+                " ORDER BY id LIMIT ?")
+
+
 def spec_name(spec: str) -> str | None:
     """The lowercase package name a MatchSpec asks for; None for virtual packages and garbage."""
     m = _NAME.match(spec)
@@ -124,14 +129,23 @@ class DependentsIndex:
         gone = list((await conn.execute(sa.select(files.c.id).where(ch, left))).scalars())
         for i in range(0, len(gone), 500):
             await conn.execute(dependents.delete().where(dependents.c.file_id.in_(gone[i:i + 500])))
-        written, last = 0, 0
+        # rows arrive with ever larger ids: the walk starts at the first one that arrived (found by
+        # ix_files_added), so one upload into a big channel reads a handful of rows, not the channel
+        first = (await conn.execute(sa.select(sa.func.min(files.c.id)).where(
+            ch, files.c.added_gen > old, files.c.added_gen <= new))).scalar()
+        if first is None:
+            return 0
+        written, last = 0, first - 1
+        page = (sa.select(files.c.id, files.c.subdir, files.c.name, files.c.version, files.c.record)
+                .where(ch, files.c.type == "conda", arrived, files.c.id > sa.bindparam("last"))
+                .order_by(files.c.id).limit(BATCH))
         while True:  # keyset pages by id: no cursor stays open while the same connection inserts
-            part = (await conn.execute(
-                sa.select(files.c.id, files.c.subdir, files.c.name, files.c.version, files.c.record)
-                .where(ch, files.c.type == "conda", arrived, files.c.id > last)
-                .order_by(files.c.id).limit(BATCH)
-                # SQLite would pick a channel index and sort all matches for every page: walk the rowid
-                .with_hint(files, "NOT INDEXED", "sqlite"))).all()
+            if self.db.is_sqlite:
+                # SQLite would pick a channel index and sort every match for each page: walk the rowid
+                # (NOT INDEXED), in plain SQL: 1.1 s for 500,000 rows where the Core query took 12.8 s
+                part = (await conn.exec_driver_sql(_SQLITE_PAGE, (channel_id, old, new, new, last, BATCH))).all()
+            else:
+                part = (await conn.execute(page, {"last": last})).all()
             if not part:
                 return written
             last = part[-1][0]
