@@ -90,3 +90,14 @@ def test_cli_sbom_dependents_and_badges(server: Server, api: Api, tmp_path: Path
     assert len(snippets) == 6 and snippets[0].startswith("[![zlib version](")
     rst = cli(server, "package", "badges", "team", "zlib", "--format", "rst").stdout
     assert rst.count(".. image::") == 6
+
+
+def test_cli_badges_of_a_private_channel_carry_the_token_only_when_asked(server: Server, api: Api,
+                                                                        tmp_path: Path) -> None:
+    api.post("/api/channels", 201, json={"name": "secret", "private": True})
+    api.upload("secret", build_conda_package(tmp_path, "tool", "1.0"))
+    plain = cli(server, "package", "badges", "secret", "tool", "--format", "html").stdout
+    assert server.admin_token not in plain and plain.count("<img") == 6
+    with_token = cli_json(server, "package", "badges", "secret", "tool", "--with-token")
+    assert with_token["token_included"]
+    assert all(b["image_url"].endswith(f"?token={server.admin_token}") for b in with_token["badges"])
