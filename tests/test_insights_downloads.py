@@ -61,27 +61,31 @@ def test_completed_downloads_count(server: Server, api: Api, tmp_path: Path, cha
     rest = requests.get(url_a, headers={"Range": f"bytes=10-{size - 1}"}, timeout=30)
     assert rest.status_code == 206  # counted: the resumed download is complete
 
+    # the REST download (what `conda-platform package download` uses) counts too
+    assert api.get(f"{channel_api(channel)}/files/noarch/{a.name}/download").content == a.read_bytes()
+    api.request("HEAD", f"{channel_api(channel)}/files/noarch/{a.name}/download")
+
     # nothing written yet: counts live in memory until a flush, and reads include them
     assert _stored(server) == {}
     base = channel_api(channel)
-    assert api.get(f"{base}/artifacts/conda/tool").json()["downloads"] == 3
+    assert api.get(f"{base}/artifacts/conda/tool").json()["downloads"] == 4
     files = {f["filename"]: f["downloads"] for f in api.get(f"{base}/artifacts/conda/tool/files").json()["items"]}
-    assert files == {a.name: 2, b.name: 1}
-    assert api.get(f"{base}/files/noarch/{a.name}").json()["downloads"] == 2
+    assert files == {a.name: 3, b.name: 1}
+    assert api.get(f"{base}/files/noarch/{a.name}").json()["downloads"] == 3
     badge = api.get(f"{base}/artifacts/conda/tool/badges/downloads.svg").content
-    assert ET.fromstring(badge).get("aria-label") == "downloads: 3"
+    assert ET.fromstring(badge).get("aria-label") == "downloads: 4"
 
     # one flush writes every pending count in one transaction
     assert server.call(server.platform.downloads.flush()) == 2
-    assert _stored(server) == {("noarch", a.name): 2, ("linux-64", b.name): 1}
+    assert _stored(server) == {("noarch", a.name): 3, ("linux-64", b.name): 1}
     requests.get(url_a, timeout=30)
-    assert api.get(f"{base}/artifacts/conda/tool").json()["downloads"] == 4  # stored 3 + pending 1
+    assert api.get(f"{base}/artifacts/conda/tool").json()["downloads"] == 5  # stored 4 + pending 1
 
     # shutdown flushes what is pending: the counts survive a restart
     server.restart()
-    assert _stored(server) == {("noarch", a.name): 3, ("linux-64", b.name): 1}
+    assert _stored(server) == {("noarch", a.name): 4, ("linux-64", b.name): 1}
     api = Api(server)
-    assert api.get(f"{base}/artifacts/conda/tool").json()["downloads"] == 4
+    assert api.get(f"{base}/artifacts/conda/tool").json()["downloads"] == 5
     assert api.get(f"{base}/files/linux-64/{b.name}").json()["downloads"] == 1
 
 

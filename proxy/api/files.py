@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from conda_platform_plugin.errors import BadRequest, NotFound, TooLarge
 from conda_platform_plugin.names import check_filename, check_subdir
 
 from ..platform import Received
+from ..repo.counted import CountedFileResponse
 from ..store.channels import normalize
 from ..store.files import file_json, file_key
 from .insights import with_downloads
@@ -101,8 +104,9 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     path = platform.blobs.path(row.sha256)
     if not path.is_file():
         raise NotFound(f"the bytes of {subdir}/{filename} are not stored on this server")
-    return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{filename}"',
-                                           "Content-Type": "application/octet-stream"})
+    return CountedFileResponse(path, partial(platform.downloads.count, ch.id, subdir, filename),
+                               {"Content-Disposition": f'attachment; filename="{filename}"',
+                                "Content-Type": "application/octet-stream"})
 
 
 @routes.route("DELETE", "/api/channels/{channel}/files/{subdir}/{filename}", summary="Delete a package file",
