@@ -227,6 +227,20 @@ class PlatformClient:
         finally:
             resp.close()
 
+    def get_bytes(self, path: str) -> bytes:
+        """The body of a GET as bytes (an index file, not JSON of the API); a non-2xx answer raises."""
+        resp = self._open("GET", path)
+        try:
+            try:
+                raw = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                raise ServerUnreachable(f"the connection to {self.url} broke: {e}", detail={"url": self.url}) from None
+            if not 200 <= resp.status < 300:
+                raise self._error(resp, raw)
+            return raw
+        finally:
+            resp.close()
+
     def _get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query)
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+import zstandard
 from builders import build_conda_package
 from conftest import Api, Server
 
@@ -158,12 +159,13 @@ def test_tampered_and_missing_signatures(signed: Server, tmp_path: Path) -> None
         data = path.read_bytes()
         if good.encode() in data:
             path.write_bytes(data.replace(good.encode(), bad.encode()))
+            (path.parent / (path.name + ".zst")).write_bytes(zstandard.compress(path.read_bytes()))
             tampered += 1
     assert tampered
     printed: list[str] = []
     hooks.post_solve(records, channels, _settings(signed, tmp_path, "off"), out=printed.append)
     assert printed == [f"  team::liba-1.0-0 {hooks.FAILED}"]
-    with pytest.raises(hooks.PolicyViolations, match="liba-1.0-0: signature"):
+    with pytest.raises(hooks.PolicyViolations, match="liba-1.0-0: signature: expected good signatures from 1"):
         hooks.post_solve(records, channels, _settings(signed, tmp_path, "off", require_signatures=True),
                          out=printed.append)
 
