@@ -213,7 +213,8 @@ class TrustStore:
 
 def _cache(path: Path, table: str) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # several server processes may share the data dir: wait for another's write rather than fail
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"CREATE TABLE IF NOT EXISTS {table} (digest BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
