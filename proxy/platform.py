@@ -83,6 +83,8 @@ class Platform:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         platform = cls(config, await Database.open(config.database_url))
         await platform.recover()
+        #: channels published before 'trust init' / 'trust rotate pkg_mgr' are re-signed in the background
+        platform.resigning = asyncio.ensure_future(platform.resign())
         if await platform.identities.count_users() == 0:
             platform.bootstrap_token = await platform.admin_token("created on first start")
         return platform
@@ -106,6 +108,10 @@ class Platform:
         return await self.policy.channel_policy(channel_id)
 
     async def close(self) -> None:
+        resigning = getattr(self, "resigning", None)
+        if resigning is not None and not resigning.done():
+            resigning.cancel()
+            await asyncio.gather(resigning, return_exceptions=True)
         await self.mirrors.engine.shutdown()
         await self.dependents.drain()
         await self.downloads.close()
@@ -113,6 +119,26 @@ class Platform:
         await self.upstream.close()
         self.signing.close()
         await self.db.close()
+
+    async def resign(self) -> list[int]:
+        """Publish again (re-signed) the channels whose published indexes were not signed with the
+        current pkg_mgr key: what 'trust init' or 'trust rotate pkg_mgr' on the server host leaves
+        behind until the next start. Returns their ids."""
+        signer = await asyncio.to_thread(self.signing.signer)
+        if signer is None:
+            return []
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(channels.c.id, channels.c.published_gen)
+                                       .where(channels.c.frozen.is_(False), channels.c.published_gen > 0))).all()
+        mark = f"signed-by:{signer.public}"
+        stale = [cid for cid, gen in rows if mark not in (self.publisher._rendered_policy(cid, gen) or "")]
+        for cid in stale:
+            async with self.db.write() as conn:
+                await ChannelStore.new_generation(conn, cid, f"re-signed with pkg_mgr key {signer.public[:16]}")
+            await self.publisher.publish(cid)
+        if stale:
+            log.info("re-signed %d channel(s) with pkg_mgr key %s", len(stale), signer.public[:16])
+        return stale
 
     async def recover(self) -> None:
         """Finish publishes that a crash cut off: a generation written but not yet published."""

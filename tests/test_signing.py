@@ -284,3 +284,26 @@ def test_cli_trust_enable_without_trust_metadata(server: Server, tmp_path: Path)
                        capture_output=True, text=True)
     assert r.returncode == 1 and "trust init" in r.stderr + r.stdout
     assert not (tmp_path / "env").exists()
+
+
+def test_channels_published_before_trust_init_are_re_signed_at_start(server: Server, tmp_path: Path) -> None:
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "team"})
+    api.post("/api/channels", 201, json={"name": "frozen"})
+    api.upload("team", build_conda_package(tmp_path / "pk", "liba", "1.0"))
+    api.upload("frozen", build_conda_package(tmp_path / "pk", "libf", "1.0"))
+    api.post("/api/channels/frozen/freeze")
+    base = f"{server.url}/api/repo/team"
+    assert "signatures" not in requests.get(f"{base}/noarch/repodata.json", timeout=10).json()
+    server.stop()
+    TrustStore(server.data_dir / "trust").init()
+    server.start()
+
+    async def started() -> list[int]:
+        return await server.platform.resigning
+
+    assert len(server.call(started())) == 1  # team; a frozen channel keeps its published generation
+    key_mgr = _verified_chain(f"{server.url}/api/repo/team")
+    assert _check_signed(requests.get(f"{server.url}/api/repo/team/noarch/repodata.json", timeout=10).json(), key_mgr)
+    assert "signatures" not in requests.get(f"{server.url}/api/repo/frozen/noarch/repodata.json", timeout=10).json()
+    assert server.call(server.platform.resign()) == []  # nothing left to re-sign
