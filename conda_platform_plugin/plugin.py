@@ -50,9 +50,13 @@ def settings() -> hooks.Settings:
         stored = load_login()
         if stored is not None and (url is None or stored["url"].rstrip("/") == url.rstrip("/")):
             url, token = url or stored["url"], stored["token"]
-    return hooks.Settings(url=url, token=token, policy_mode=str(getattr(p, "platform_policy_mode", "off") or "off"),
-                          require_signatures=bool(getattr(p, "platform_require_signatures", False)),
-                          trust_root=Path(context.av_data_dir) / "1.root.json")
+    try:
+        return hooks.Settings(url=url, token=token,
+                              policy_mode=str(getattr(p, "platform_policy_mode", "off") or "off"),
+                              require_signatures=bool(getattr(p, "platform_require_signatures", False)),
+                              trust_root=Path(context.av_data_dir) / "1.root.json")
+    except ValueError as e:  # e.g. plugins.platform_policy_mode: loud
+        raise PlatformPolicyError(str(e)) from None
 
 
 def _channel_urls() -> list[str]:
