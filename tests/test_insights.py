@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 import sqlalchemy as sa
 from builders import build_conda_package
@@ -195,3 +196,38 @@ def test_readme_as_markdown_and_safe_html(api: Api, tmp_path: Path, channel: str
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert api.get(url, headers={"Accept": "application/json"}).json()["format"] == "markdown"
     assert_error(api.get(url, params={"format": "pdf"}, expect=400), 400)
+
+
+def test_dependents_of_real_conda_forge_records(server: Server, api: Api) -> None:
+    """2,914 real conda-forge records (linux-64 + noarch of the subchannel snapshot) as a passive
+    mirror leaves them: the index agrees with the records themselves."""
+    from test_dependencies import _records
+
+    from proxy.store.files import NewFile
+
+    records = _records("linux-64", "noarch")
+    create(api, "forge")
+
+    async def load() -> None:
+        platform = server.platform
+        ch = await platform.channels.get("forge")
+        rows = [NewFile(type="conda", subdir=s, filename=fn, name=r["name"], version=r["version"],
+                        build=r.get("build", ""), sha256=r.get("sha256") or "0" * 64, md5=r.get("md5") or "",
+                        size=int(r.get("size") or 0), record=orjson.dumps(r, option=orjson.OPT_SORT_KEYS),
+                        license=str(r.get("license") or ""), source_url=f"https://example.invalid/{s}/{fn}")
+                for s, fn, r in records]
+        await platform.files.add(ch, rows, "passive mirror")
+        await platform.publisher.publish(ch.id)
+
+    server.call(load())
+    published, gen, rows = _index_state(server, "forge")
+    expected_rows = sum(1 for _, _, r in records for d in r.get("depends") or () if not d.startswith("__"))
+    assert gen == published and rows == expected_rows
+    want: dict[str, set[str]] = {}
+    for _, _, r in records:
+        for d in r.get("depends") or ():
+            if d.split()[0] == "openssl":
+                want.setdefault(r["name"], set()).add(d)
+    got = api.get("/api/channels/forge/artifacts/conda/openssl/dependents", params={"per_page": 1000}).json()
+    assert {d["name"]: {s["spec"] for s in d["specs"]} for d in got["items"]} == want
+    assert {"python", "libssh2"} <= set(want)
