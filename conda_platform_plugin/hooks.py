@@ -8,8 +8,9 @@ they run and are tested without conda (plugin.py only adapts conda's objects and
   signature verified (trust.py) against the server's key_mgr, itself verified against the trusted
   root (the one ``trust enable`` installed, else the server's root 1 as first seen).
 
-The policy of each platform channel in use comes from ``GET /api/channels/<C>/policy`` and is cached
-on disk with a TTL; when the server cannot be reached the cached copy is used however old it is.
+The policy of each platform channel in use comes from ``GET /api/channels/<C>/policy``, and for CVE
+rules the advisories of the packages in the plan from ``/api/cves`` (as OSV records); both are
+cached on disk with a TTL, and when the server cannot be reached the cached copy is used however old.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import zstandard
 
 from . import trust
 from .client import ClientError, PlatformClient, channel_base
+from .cves import CveIndex, parse_advisory
 from .errors import NotFound, PlatformError, UpstreamError
 from .policy import CompiledPolicy, Policy, Verdict
 
@@ -121,34 +123,57 @@ def is_platform_host(url: str, settings: Settings) -> bool:
 
 
 # -- the policy ------------------------------------------------------------------------------------
-def _cache_file(settings: Settings, channel: str) -> Path:
+def _cache_file(settings: Settings, kind: str, key: str) -> Path:
     server = hashlib.sha256(settings.url.rstrip("/").encode()).hexdigest()[:16]  # type: ignore[union-attr]
-    return settings.cache() / "policies" / server / (channel.replace("/", "~") + ".json")
+    return settings.cache() / kind / server / (key.replace("/", "~") + ".json")
 
 
-def channel_policy(settings: Settings, channel: str) -> Policy | None:
-    """The channel's policy (None: it has none), from the cache while fresh, else from the server,
-    else (unreachable) from the cache whatever its age."""
-    path = _cache_file(settings, channel)
+def _cached(settings: Settings, path: Path, fetch: Callable[[], Any]) -> Any:
+    """``fetch()``'s answer, from the cache file while fresh, else from the server, else (the server
+    is unreachable) from the cache file whatever its age."""
     cached = None
     with contextlib.suppress(OSError, ValueError):
         cached = json.loads(path.read_text())
     now = settings.clock()
     if cached is not None and now - cached.get("fetched_at", 0) < settings.ttl:
-        return _policy(cached.get("policy"))
+        return cached.get("value")
     try:
-        doc = settings.client().request("GET", f"{channel_base(channel)}/policy")
-    except NotFound:
-        doc = None
+        value = fetch()
     except (ClientError, UpstreamError):
-        if cached is not None:  # the server is away: the last policy it gave still holds
-            return _policy(cached.get("policy"))
+        if cached is not None:  # the server is away: the last answer it gave still holds
+            return cached.get("value")
         raise
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fetched_at": now, "policy": doc}))
+    tmp.write_text(json.dumps({"fetched_at": now, "value": value}))
     tmp.replace(path)
-    return _policy(doc)
+    return value
+
+
+def channel_policy(settings: Settings, channel: str) -> Policy | None:
+    """The channel's policy (None: it has none), cached (see _cached)."""
+    def fetch() -> dict | None:
+        try:
+            return settings.client().request("GET", f"{channel_base(channel)}/policy")
+        except NotFound:
+            return None
+
+    return _policy(_cached(settings, _cache_file(settings, "policies", channel), fetch))
+
+
+def advisories(settings: Settings, names: Iterable[str]) -> CveIndex:
+    """The OSV records the server has for these package names (what CVE rules need), cached per name."""
+    client = settings.client()
+    docs: dict[str, dict] = {}
+    for name in sorted(set(names)):
+        def fetch(name: str = name) -> list[dict]:
+            found = client.request("GET", "/api/cves", query={"package": name, "per_page": 200})
+            return [client.request("GET", f"/api/cves/{item['id']}", query={"format": "osv"})
+                    for item in found.get("items", ())]
+
+        for doc in _cached(settings, _cache_file(settings, "cves", name), fetch) or ():
+            docs[str(doc.get("id"))] = doc
+    return CveIndex(parse_advisory(d) for d in docs.values())
 
 
 def _policy(doc: Mapping | None) -> Policy | None:
@@ -157,18 +182,24 @@ def _policy(doc: Mapping | None) -> Policy | None:
     return Policy.from_json(doc, version=int(doc.get("version", 1)))
 
 
-def policies(settings: Settings, channels: Iterable[str]) -> list[tuple[str, CompiledPolicy]]:
-    """(channel, compiled policy) of the platform channels among ``channels`` that have one."""
+def policies(settings: Settings, channels: Iterable[str],
+             names: Iterable[str] = ()) -> list[tuple[str, CompiledPolicy]]:
+    """(channel, compiled policy) of the platform channels among ``channels`` that have one; a policy
+    with CVE rules is compiled with the server's advisories for ``names``."""
     out = []
     seen: set[str] = set()
+    cves: CveIndex | None = None
     for url in channels:
         ch = platform_channel(url, settings)
         if ch is None or ch in seen:
             continue
         seen.add(ch)
         policy = channel_policy(settings, ch)
-        if policy is not None:
-            out.append((ch, policy.compile(now=settings.clock())))
+        if policy is None:
+            continue
+        if "cve" in policy.kinds and cves is None:
+            cves = advisories(settings, names)
+        out.append((ch, policy.compile(now=settings.clock(), cves=cves if "cve" in policy.kinds else None)))
     return out
 
 
@@ -308,7 +339,8 @@ def post_solve(records: Sequence[Any], channels: Sequence[str], settings: Settin
     if not settings.url or not records:
         return PostSolveReport([], [])
     urls = [_record_url(r) for r in records]
-    compiled = (policies(settings, list(channels) + [u for u in urls if u])
+    names = {str(getattr(r, "name", "")) for r in records}
+    compiled = (policies(settings, list(channels) + [u for u in urls if u], names)
                 if settings.policy_mode != "off" else [])
     verifier = _Verifier(settings)
     lines: list[str] = []

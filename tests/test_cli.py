@@ -281,7 +281,7 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
         try:
             time.sleep(0.2)
             p.send_signal(signal.SIGINT)
-            _, err = p.communicate(timeout=30)
+            out, err = p.communicate(timeout=30)
         finally:
             conn.close()
     assert p.returncode == 130, (out, err)

@@ -221,3 +221,36 @@ def test_post_solve_judges_records_of_other_channels_too(signed: Server, tmp_pat
         hooks.post_solve([foreign], [f"{signed.url}/api/repo/team"], _settings(signed, tmp_path), out=printed.append)
     assert e.value.violations[0].startswith("gpltool-2.0-h1_0: rule license:")
     assert printed == []
+
+
+def test_post_solve_cve_rules_use_the_servers_advisories(server: Server, tmp_path: Path) -> None:
+    """A CVE rule in the channel policy is judged on the client with the server's own OSV records
+    (the real PYSEC advisories of requests), cached like the policy for when the server is away."""
+    import yaml
+    from builders import SHARED_DATA
+
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "py"})
+    pk = tmp_path / "pk"
+    api.upload("py", build_conda_package(pk, "requests", "2.2.0", "py_0", noarch="python", depends=["python"]),
+               build_conda_package(pk, "requests", "2.31.0", "py_0", noarch="python", depends=["python"]))
+    osv = [yaml.safe_load(p.read_text()) for p in sorted((SHARED_DATA / "osv" / "pysec" / "requests").glob("*.yaml"))]
+    api.post("/api/cves", json={"records": osv})
+    api.post("/api/policies", 201, json={"name": "nocve", "rules": [{"kind": "cve", "ignore": ["PYSEC-2023-74"]}]})
+    api.post("/api/policies/nocve/apply", json={"channel": "py"})
+    base = f"{server.url}/api/repo/py"
+    # the channel's own indexes are filtered already: judge the solver's records (e.g. from a cache)
+    old, new = (SimpleNamespace(name="requests", version=v, build="py_0", build_number=0, subdir="noarch",
+                                noarch="python", depends=("python",), license="MIT", timestamp=0,
+                                fn=f"requests-{v}-py_0.conda", url=f"{base}/noarch/requests-{v}-py_0.conda",
+                                channel=SimpleNamespace(base_url=base)) for v in ("2.2.0", "2.31.0"))
+    settings = _settings(server, tmp_path)
+    with pytest.raises(hooks.PolicyViolations) as e:
+        hooks.post_solve([old, new], [base], settings, out=lambda _line: None)
+    assert len(e.value.violations) == 1
+    assert e.value.violations[0].startswith("requests-2.2.0-py_0: rule cve: affected by CVE-2014-1829")
+    assert hooks.post_solve([new], [base], settings, out=lambda _line: None).violations == []
+    # the advisories are cached: with the server stopped the same verdict comes from the cache
+    server.stop()
+    with pytest.raises(hooks.PolicyViolations, match="rule cve"):
+        hooks.post_solve([old], [base], _settings(server, tmp_path, ttl=0.0), out=lambda _line: None)

@@ -41,7 +41,11 @@ async def list_cves(request: web.Request) -> web.Response:
 
 
 @routes.route("GET", "/api/cves/{id}", summary="Show an advisory (by OSV id or an alias such as a CVE id)",
-              permission="public", tag=TAG)
+              permission="public", tag=TAG,
+              query={"format": "'osv': the OSV record as imported (what the conda plugin evaluates policies with)"})
 async def show_cve(request: web.Request) -> web.Response:
     advisory = await platform_of(request).policy.cves.get(request.match_info["id"])
-    return json_response(advisory.to_json())
+    fmt = request.query.get("format", "")
+    if fmt not in ("", "osv"):
+        raise BadRequest(f"'format' must be 'osv' or left out, not {fmt!r}")
+    return json_response(advisory.raw if fmt == "osv" else advisory.to_json())
