@@ -208,6 +208,12 @@ async def _measure(args: argparse.Namespace, setup: dict) -> list[dict]:
         print(f"rendered repodata.json: {size / MB:.1f} MB (input {json_size / MB:.1f} MB), "
               f"repodata.json.zst: {(rendered / 'repodata.json.zst').stat().st_size / MB:.1f} MB", flush=True)
 
+        # The publish listeners' background work (the dependents index of 500,000 records) belongs to
+        # the full publish: timed here, and finished before the uploads are timed.
+        t0 = time.perf_counter()
+        await platform.dependents.drain()
+        print(f"background after the full publish (dependents index): {time.perf_counter() - t0:.1f} s", flush=True)
+
         # (b) incremental: real packages, built before the clock starts
         pkg_dir = Path(tempfile.mkdtemp(prefix="pkgs-", dir=args.data_dir))
         uploads = [
@@ -223,6 +229,7 @@ async def _measure(args: argparse.Namespace, setup: dict) -> list[dict]:
             received = await asyncio.to_thread(_received, platform, package)
             result = await platform.ingest(channel_name, [received], expect_subdir=SUBDIR)
             inc_s, inc_cpu = time.perf_counter() - t0, time.process_time() - c0
+            await platform.dependents.drain()  # its few-ms update, outside the timed publish
             new_gen = await _published_gen(platform, cid)
             assert new_gen == result["generation"] == before_gen + 1, (new_gen, result["generation"], before_gen)
             after = platform.publisher.subdir_dir(cid, SUBDIR, new_gen) / "repodata.json"
