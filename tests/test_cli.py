@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pty
 import shutil
 import signal
 import socket
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 from builders import build_conda_package
 from conftest import Server
+from terminal import run_on_terminal
 
 EXE = Path(sys.executable).with_name("conda-platform")
 if not EXE.exists():
@@ -291,22 +291,8 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
 def test_upload_progress_bar_on_a_terminal(server: Server, tmp_path: Path) -> None:
     pkg = build_conda_package(tmp_path, "tty", "1.0", files={"share/blob.bin": os.urandom(1 << 20)})
     cli(server, "channel", "create", "tty")
-    main, child = pty.openpty()
-    p = subprocess.Popen([str(EXE), "upload", "-c", "tty", str(pkg)], env=_env(server.url, server.admin_token), stdin=subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=child)
-    os.close(child)
-    shown = b""
-    while True:
-        try:
-            data = os.read(main, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        shown += data
-    os.close(main)
-    out, _ = p.communicate(timeout=60)
-    assert p.returncode == 0, (out, shown)
+    code, out, shown = run_on_terminal([str(EXE), "upload", "-c", "tty", str(pkg)], _env(server.url, server.admin_token))
+    assert code == 0, (out, shown)
     assert b"uploading tty-1.0-0.conda" in shown and b"MB" in shown  # rich's transfer columns
     assert b"tty-1.0-0.conda" in out and b"added" in out
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Api, Server
+from terminal import run_on_terminal
 from test_cli import EXE, _env, cli, cli_json, error_line
 from upstream import UpstreamChannel
 
@@ -82,21 +80,7 @@ def test_run_wait_shows_live_progress_on_a_terminal(server: Server, api: Api, up
     api.post("/api/channels", 201, json={"name": "team"})
     cli(server, "mirror", "create", "team", "up", "--source", upstream.url, "--subdir", "linux-64")
     upstream.fault("linux-64/repodata.json.zst", "slow", delay=1.5)
-    main, child = pty.openpty()
-    p = subprocess.Popen([str(EXE), "mirror", "run", "team", "up", "--wait"], env=_env(server.url, server.admin_token),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child)
-    os.close(child)
-    shown = b""
-    while True:
-        try:
-            data = os.read(main, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        shown += data
-    os.close(main)
-    out, _ = p.communicate(timeout=60)
-    assert p.returncode == 0, (out, shown)
+    code, out, shown = run_on_terminal([str(EXE), "mirror", "run", "team", "up", "--wait"], _env(server.url, server.admin_token))
+    assert code == 0, (out, shown)
     assert b"fetching index of linux-64" in shown  # the live status line, on the terminal only
     assert b"fetching index" not in out and out.decode().strip().startswith("run #1 of team/up: #1 completed")
