@@ -211,25 +211,19 @@ class PlatformClient:
         """One JSON request; a non-2xx answer raises the server's error."""
         if json_body is not None:
             kw.update(body=json.dumps(json_body).encode(), content_type="application/json")
-        resp = self._open(method, path, query=query, **kw)
+        raw = self._body(self._open(method, path, query=query, **kw))
         try:
-            try:
-                raw = resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                raise ServerUnreachable(f"the connection to {self.url} broke: {e}", detail={"url": self.url}) from None
-            if not 200 <= resp.status < 300:
-                raise self._error(resp, raw)
-            try:
-                return json.loads(raw) if raw else None
-            except ValueError:
-                raise BadResponse(f"the server at {self.url} answered {method} {path} with something that is not JSON",
-                                  detail={"url": self.url, "status": resp.status}) from None
-        finally:
-            resp.close()
+            return json.loads(raw) if raw else None
+        except ValueError:
+            raise BadResponse(f"the server at {self.url} answered {method} {path} with something that is not JSON",
+                              detail={"url": self.url}) from None
 
     def get_bytes(self, path: str) -> bytes:
         """The body of a GET as bytes (an index file, not JSON of the API); a non-2xx answer raises."""
-        resp = self._open("GET", path)
+        return self._body(self._open("GET", path))
+
+    def _body(self, resp: http.client.HTTPResponse) -> bytes:
+        """The whole body of a 2xx answer; otherwise the server's error is raised."""
         try:
             try:
                 raw = resp.read()

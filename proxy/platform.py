@@ -65,7 +65,7 @@ class Platform:
         self.publisher.listeners.append(lambda _cid: self.serving.invalidate())
         #: policies and CVE data; the publisher filters each channel's indexes by its policy
         self.policy = PolicyService(self)
-        self.publisher.policy_for = self.channel_policy
+        self.publisher.policy_for = self.policy.channel_policy
         #: content-trust keys (<data dir>/trust, made by 'conda-platform trust init'): every conda
         #: record published is signed with the pkg_mgr key
         self.signing = Signing(config.data_dir)
@@ -97,15 +97,6 @@ class Platform:
             await self.identities.create_user("admin", admin=True)
         secret, _ = await self.identities.create_token("admin", description=description)
         return secret
-
-    async def mirror_policy(self, mirror) -> object | None:  # noqa: ANN001 - a proxy.store.mirrors.Mirror
-        """The compiled policy a mirror's runs filter with (contract A: the mirror's own policy if set,
-        else its channel's); None when neither has one."""
-        return await self.policy.mirror_policy(mirror)
-
-    async def channel_policy(self, channel_id: int):  # noqa: ANN201 - CompiledPolicy | None
-        """The compiled policy that filters what a channel publishes (contract A), or None."""
-        return await self.policy.channel_policy(channel_id)
 
     async def close(self) -> None:
         resigning = getattr(self, "resigning", None)

@@ -14,9 +14,11 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import zstandard
 from conda_package_handling import api as cph_api
 
 #: the checkout's sibling ``shared/data`` with real public archives and repodata
@@ -242,3 +244,30 @@ def copy_as(src: Path, out_dir: Path, filename: str) -> Path:
     dst = Path(out_dir) / filename
     shutil.copyfile(src, dst)
     return dst
+
+
+# -- reading archives independently of the server's reader ------------------------------------
+def info_member(path: Path, member: str) -> dict:
+    """A JSON member of a package's info/ (``info/index.json``…), read with tarfile/zipfile/zstandard."""
+    if path.name.endswith(".tar.bz2"):
+        with tarfile.open(path, "r:bz2") as tar:
+            return json.load(tar.extractfile(member))
+    with zipfile.ZipFile(path) as zf:
+        (info,) = [n for n in zf.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(zf.read(info))
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        return json.load(tar.extractfile(member))
+
+
+def expected_record(path: Path) -> dict:
+    """What conda expects in repodata.json: index.json (no nulls, no arch/platform) + digests of the bytes."""
+    index = info_member(path, "info/index.json")
+    data = path.read_bytes()
+    record = {k: v for k, v in index.items() if v is not None and k not in ("arch", "platform")}
+    record.update(sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest(), size=len(data))
+    return record
+
+
+def section(filename: str) -> str:
+    """The repodata section a package file belongs in."""
+    return "packages.conda" if filename.endswith(".conda") else "packages"

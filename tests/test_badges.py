@@ -67,7 +67,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_headless_chromium_draws_the_badge(tmp_path: Path) -> None:
-    svg = badges.render("CVEs", "2 high", "orange")
+    assert_drawn(badges.render("CVEs", "2 high", "orange"), (0xfe, 0x7d, 0x37), tmp_path)
+
+
+def assert_drawn(svg: str, message_rgb: tuple[int, int, int], tmp_path: Path) -> None:
+    """Headless chromium draws ``svg``: a grey label box, the message box in ``message_rgb``,
+    nothing past the badge, and white text inside both boxes."""
     page = tmp_path / "badge.html"
     page.write_text(f'<html><body style="margin:0;background:#fff">{svg}</body></html>')
     shot = tmp_path / "shot.png"
@@ -75,12 +80,13 @@ def test_headless_chromium_draws_the_badge(tmp_path: Path) -> None:
                     f"--screenshot={shot}", "--window-size=200,40", page.as_uri()],
                    check=True, capture_output=True, timeout=120)
     pixels = _png_pixels(shot.read_bytes())
-    width = int(_parse(svg).get("width"))
-    label_w = int(_parse(svg).findall(".//svg:g/svg:rect", NS)[0].get("width"))
+    root = _parse(svg)
+    width = int(root.get("width"))
+    label_w = int(root.findall(".//svg:g/svg:rect", NS)[0].get("width"))
     row = pixels[3]  # above the text: pure box colours
-    grey, orange = row[label_w // 2], row[label_w + (width - label_w) // 2]
+    grey, message = row[label_w // 2], row[label_w + (width - label_w) // 2]
     assert _near(grey, (0x55, 0x55, 0x55)), grey
-    assert _near(orange, (0xfe, 0x7d, 0x37)), orange
+    assert _near(message, message_rgb), message
     assert _near(row[width + 5], (255, 255, 255)), "nothing drawn past the badge"
     # the white text is drawn inside the boxes: bright pixels on the text line of each box
     text_row = pixels[12]

@@ -314,9 +314,8 @@ def test_all_mirrors_lists_what_the_caller_manages(server: Server, team: Api) ->
 
 def test_policy_step_filters_with_reasons_and_a_new_policy_rewrites(server: Server, team: Api,
                                                                      upstream: UpstreamChannel) -> None:
-    """The run's policy step with a real compiled policy. Policies are not stored yet, so the test
-    hands it to the engine through the one seam a stored policy will come through
-    (Platform.mirror_policy, contract A)."""
+    """The run's policy step with a real compiled policy, handed to the engine through the one seam
+    stored policies come through (PolicyService.mirror_policy), so the test can swap it between runs."""
     from conda_platform_plugin.policy import Policy
 
     current = {"policy": Policy.from_json({"name": "p", "rules": [
@@ -325,7 +324,7 @@ def test_policy_step_filters_with_reasons_and_a_new_policy_rewrites(server: Serv
     async def mirror_policy(_mirror):  # noqa: ANN001, ANN202
         return current["policy"]
 
-    server.platform.mirror_policy = mirror_policy
+    server.platform.policy.mirror_policy = mirror_policy
     create(team, upstream.url, run_now=True)
     run = wait_run(team, "up")
     assert run["status"] == "completed", run

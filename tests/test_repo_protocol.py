@@ -4,46 +4,20 @@ package downloads (HEAD, Range, ETag/304), frozen channels and incremental publi
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
-import zipfile
 from pathlib import Path
 
 import msgpack
 import pytest
 import requests
 import zstandard
-from builders import MOTO, XTENSOR, ZLIB_CONDA, ZLIB_DIR, ZLIB_TAR, build_conda_package
+from builders import MOTO, XTENSOR, ZLIB_CONDA, ZLIB_DIR, ZLIB_TAR, build_conda_package, expected_record, section
 from conftest import Api
 
 SECTIONS = ("packages", "packages.conda")
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _index_json(path: Path) -> dict:
-    if path.name.endswith(".tar.bz2"):
-        with tarfile.open(path, "r:bz2") as tar:
-            return json.load(tar.extractfile("info/index.json"))
-    with zipfile.ZipFile(path) as zf:
-        (info,) = [n for n in zf.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(zf.read(info))
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        return json.load(tar.extractfile("info/index.json"))
-
-
-def expected_record(path: Path) -> dict:
-    index = _index_json(path)
-    data = path.read_bytes()
-    record = {k: v for k, v in index.items() if v is not None and k not in ("arch", "platform")}
-    record.update(sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest(), size=len(data))
-    return record
-
-
-def section(filename: str) -> str:
-    return "packages.conda" if filename.endswith(".conda") else "packages"
-
-
 def unzstd(data: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompressobj().decompress(data)
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
 import requests
-import zstandard
 from builders import (
     MOCK,
     MOTO,
@@ -22,35 +18,13 @@ from builders import (
     ZLIB_TAR,
     build_bad_archives,
     build_conda_package,
+    expected_record,
+    info_member,
+    section,
 )
 from conftest import Api, Server, channel_api
 
 REAL = [ZLIB_CONDA, ZLIB_TAR, MOCK, XTENSOR, MOTO]
-
-
-# -- reading archives independently of the server's reader ------------------------------------
-def _info_member(path: Path, member: str) -> dict:
-    if path.name.endswith(".tar.bz2"):
-        with tarfile.open(path, "r:bz2") as tar:
-            return json.load(tar.extractfile(member))
-    with zipfile.ZipFile(path) as zf:
-        (info,) = [n for n in zf.namelist() if n.startswith("info-") and n.endswith(".tar.zst")]
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(zf.read(info))
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        return json.load(tar.extractfile(member))
-
-
-def expected_record(path: Path) -> dict:
-    """What conda expects in repodata.json: index.json (no nulls, no arch/platform) + digests of the bytes."""
-    index = _info_member(path, "info/index.json")
-    data = path.read_bytes()
-    record = {k: v for k, v in index.items() if v is not None and k not in ("arch", "platform")}
-    record.update(sha256=hashlib.sha256(data).hexdigest(), md5=hashlib.md5(data).hexdigest(), size=len(data))
-    return record
-
-
-def section(filename: str) -> str:
-    return "packages.conda" if filename.endswith(".conda") else "packages"
 
 
 # -- helpers about server state ----------------------------------------------------------------
@@ -179,7 +153,7 @@ def test_many_files_in_one_request_make_one_generation(api: Api) -> None:
 
 @pytest.mark.parametrize("archive", [ZLIB_CONDA, XTENSOR, MOTO, MOCK], ids=lambda p: p.name)
 def test_about_fields_through_the_artifact(api: Api, archive: Path) -> None:
-    about = _info_member(archive, "info/about.json")
+    about = info_member(archive, "info/about.json")
     name = expected_record(archive)["name"]
     create(api, "team")
     create(api, "team/sub")

@@ -333,7 +333,7 @@ class MirrorEngine:
                    removed=0, unchanged=0, subdirs={}, subdirs_missing=[])
         source = Source(self.platform.upstream, self.cache, mirror.source_url,
                         max_bytes=self.config.mirror_index_max_bytes)
-        policy = await self.platform.mirror_policy(mirror)
+        policy = await self.platform.policy.mirror_policy(mirror)
         if mirror.subdirs is None:
             self._step(live, "discover", "finding the subdirs of the source")
             subdirs = await self._interruptible(live, source.subdirs())

@@ -52,12 +52,7 @@ class ChannelStore:
 
     async def get(self, path: str, conn: AsyncConnection | None = None) -> Channel:
         name = normalize(path)
-        query = sa.select(*_COLUMNS).where(channels.c.name == name)
-        if conn is None:
-            async with self.db.read() as conn:
-                row = (await conn.execute(query)).first()
-        else:
-            row = (await conn.execute(query)).first()
+        row = await self.db.first(sa.select(*_COLUMNS).where(channels.c.name == name), conn)
         if row is None:
             raise NotFound(f"channel {name!r} not found", detail={"channel": name})
         return _channel(row)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import event
+from sqlalchemy import Executable, Row, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -68,6 +68,13 @@ class Database:
 
     def read(self) -> AsyncConnection:
         return self.engine.connect()
+
+    async def first(self, query: Executable, conn: AsyncConnection | None = None) -> Row | None:
+        """The first row of ``query``: inside the caller's transaction when given one, else on a read."""
+        if conn is not None:
+            return (await conn.execute(query)).first()
+        async with self.read() as fresh:
+            return (await fresh.execute(query)).first()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

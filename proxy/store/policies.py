@@ -62,12 +62,7 @@ class PolicyStore:
         return await self.get(policy.name)
 
     async def get(self, name: str, conn: AsyncConnection | None = None) -> StoredPolicy:
-        query = sa.select(policies).where(policies.c.name == name)
-        if conn is None:
-            async with self.db.read() as conn:
-                row = (await conn.execute(query)).first()
-        else:
-            row = (await conn.execute(query)).first()
+        row = await self.db.first(sa.select(policies).where(policies.c.name == name), conn)
         if row is None:
             raise NotFound(f"policy {name!r} not found", detail={"policy": name})
         return _stored(row)
