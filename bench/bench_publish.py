@@ -51,7 +51,8 @@ import zstandard  # noqa: E402
 
 from bench.harness import MB, PeakRSS, print_table  # noqa: E402
 from proxy.config import Config  # noqa: E402
-from proxy.platform import Platform, Received  # noqa: E402
+from proxy.ingest import Received  # noqa: E402
+from proxy.platform import Platform  # noqa: E402
 from proxy.store.channels import ChannelStore  # noqa: E402
 from proxy.store.db import Database  # noqa: E402
 from proxy.store.render import INDEX_ZSTD_LEVEL, index_compressor  # noqa: E402

@@ -23,11 +23,11 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from . import __version__
 from .errors import BadRequest, PlatformError
+from .names import ARTIFACT_TYPES
 
 #: progress callback: (bytes done, bytes in total)
 Progress = Callable[[int, int], None]
 CHUNK = 1 << 18
-ARTIFACT_TYPES = ("conda", "python", "cran")
 
 
 class ClientError(PlatformError):

@@ -32,6 +32,26 @@ KNOWN_SUBDIRS: frozenset[str] = frozenset(
 )
 
 CONDA_EXTENSIONS = (".conda", ".tar.bz2")
+
+#: artifact types: one channel holds all three (DESIGN.md §2)
+ARTIFACT_TYPES = ("conda", "python", "cran")
+#: the one pseudo-subdir of python files (wheels and sdists have no conda platform)
+PYPI_SUBDIR = "pypi"
+#: cran files: sources in "cran-src"; binaries in "cran-bin-<os>-<R x.y>" (proxy/ingest/cran.py)
+_CRAN_SUBDIR = re.compile(r"^cran-(src|bin-[a-z0-9][a-z0-9.-]{0,22})$")
+
+
+def is_cran_subdir(subdir: str) -> bool:
+    return _CRAN_SUBDIR.match(subdir or "") is not None
+
+
+def subdir_type(subdir: str) -> str | None:
+    """The artifact type whose files live in ``subdir``; None for no subdir we know."""
+    if subdir in KNOWN_SUBDIRS:
+        return "conda"
+    if subdir == PYPI_SUBDIR:
+        return "python"
+    return "cran" if is_cran_subdir(subdir) else None
 _SEGMENT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: words a channel may not be called because they are parts of our URLs
 _RESERVED = frozenset({"t", "api", "pypi", "cran", "trust", "shards", "subchannels", "artifacts", "files",
@@ -61,6 +81,14 @@ def parse_channel_path(path: str) -> tuple[str, str | None]:
 
 
 def check_subdir(subdir: str) -> str:
+    """A conda subdir, or the pseudo-subdir of python or cran files."""
+    if subdir_type(subdir) is None:
+        raise BadRequest(f"unknown subdir {subdir!r} (a conda subdir, {PYPI_SUBDIR!r}, 'cran-src' or "
+                         "'cran-bin-…')", detail={"subdir": subdir})
+    return subdir
+
+
+def check_conda_subdir(subdir: str) -> str:
     if subdir not in KNOWN_SUBDIRS:
         raise BadRequest(f"unknown conda subdir {subdir!r}", detail={"subdir": subdir})
     return subdir

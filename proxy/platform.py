@@ -9,26 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from dataclasses import dataclass
 
-import orjson
 import sqlalchemy as sa
 
-from conda_platform_plugin.errors import InvalidPackage, NotFound
-from conda_platform_plugin.formats import CondaPackage, conda_record, read_conda_package
+from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.names import check_subdir
 
 from .config import Config
+from .ingest import Received, read_upload
 from .mirror.fetch import Fetcher
 from .mirror.http import Upstream
 from .mirror.service import Mirrors
 from .policies import PolicyService
-from .store.blobs import BlobStore, TempBlob
+from .store.blobs import BlobStore
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
 from .store.dependents import DependentsIndex
 from .store.downloads import DownloadCounter
-from .store.files import FileStore, NewFile
+from .store.files import FileStore
 from .store.identities import IdentityStore
 from .store.publish import Publisher
 from .store.serving import ServingIndex
@@ -36,14 +34,6 @@ from .store.signing import Signing
 from .store.tables import channels
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Received:
-    """An uploaded file waiting for validation: its bytes are in a temp blob."""
-
-    filename: str
-    blob: TempBlob
 
 
 class Platform:
@@ -170,8 +160,7 @@ class Platform:
             ch = await self.channels.get(path)
             if expect_subdir is not None:
                 check_subdir(expect_subdir)
-            packages = [await asyncio.to_thread(_read, r, expect_subdir) for r in received]
-            new = [_new_file(p, r.blob) for p, r in zip(packages, received)]
+            new = [await asyncio.to_thread(read_upload, r, expect_subdir) for r in received]
             await self.files.precheck(ch, new)  # a conflict leaves no blob behind
         except BaseException:
             for r in received:
@@ -205,33 +194,3 @@ class Platform:
             await self.publisher.publish(ch.id)
         return {**result, "source": source.name, "target": dest.name}
 
-
-def _read(received: Received, expect_subdir: str | None) -> CondaPackage:
-    pkg = read_conda_package(received.blob.path, received.filename)
-    if expect_subdir is not None and pkg.subdir != expect_subdir:
-        raise InvalidPackage(
-            f"{received.filename} is for subdir {pkg.subdir!r} (info/index.json), not {expect_subdir!r}",
-            detail={"filename": received.filename, "subdir": pkg.subdir, "expected": expect_subdir},
-        )
-    return pkg
-
-
-def _new_file(pkg: CondaPackage, blob: TempBlob) -> NewFile:
-    record = conda_record(pkg, sha256=blob.sha256, md5=blob.md5, size=blob.size)
-    about = dict(pkg.about)
-    return NewFile(
-        type="conda",
-        subdir=pkg.subdir,
-        filename=pkg.filename,
-        name=pkg.name,
-        version=pkg.version,
-        build=pkg.build,
-        sha256=blob.sha256,
-        md5=blob.md5,
-        size=blob.size,
-        record=orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
-        about=orjson.dumps(about),
-        contents=orjson.dumps({"paths": pkg.paths, "readme": pkg.readme}),
-        license=str(record.get("license") or about.get("license") or ""),
-        summary=str(about.get("summary") or ""),
-    )

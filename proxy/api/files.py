@@ -9,7 +9,7 @@ from aiohttp import web
 from conda_platform_plugin.errors import BadRequest, NotFound, TooLarge
 from conda_platform_plugin.names import check_filename, check_subdir
 
-from ..platform import Received
+from ..ingest import Received
 from ..repo.counted import CountedFileResponse
 from ..store.channels import normalize
 from ..store.files import file_json, file_key

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -31,8 +31,9 @@ from ..store.publish import CURRENT
 from ..store.tables import files, mirror_filtered
 from .clock import Clock, next_run
 from .http import redact
-from .records import Prepared, new_files, prepare
-from .source import Index, IndexCache, Source
+from .kinds import source_for
+from .records import Prepared, new_files
+from .source import Index, IndexCache
 
 if TYPE_CHECKING:
     from ..platform import Platform
@@ -331,8 +332,7 @@ class MirrorEngine:
         fig = live.figures
         fig.update(records_seen=0, records_published=0, records_filtered=0, filtered_by_rule={}, added=0,
                    removed=0, unchanged=0, subdirs={}, subdirs_missing=[])
-        source = Source(self.platform.upstream, self.cache, mirror.source_url,
-                        max_bytes=self.config.mirror_index_max_bytes)
+        source = source_for(mirror, self.platform.upstream, self.cache, max_bytes=self.config.mirror_index_max_bytes)
         policy = await self.platform.policy.mirror_policy(mirror)
         if mirror.subdirs is None:
             self._step(live, "discover", "finding the subdirs of the source")
@@ -348,7 +348,7 @@ class MirrorEngine:
                 fig["subdirs_missing"].append(subdir)
             indexes.append(index)
         if all(i.status == "missing" for i in indexes):
-            raise UpstreamError(f"no conda index found at {redact(mirror.source_url)} (every subdir answered 404): "
+            raise UpstreamError(f"no {mirror.type} index found at {redact(mirror.source_url)} (every subdir answered 404): "
                                 "is it a conda channel URL, and is its token valid?")
         state = {"source": redact(mirror.source_url), "subdirs": {i.subdir: i.digest for i in indexes},
                  "policy": getattr(policy, "fingerprint", "") if policy is not None else ""}
@@ -367,7 +367,7 @@ class MirrorEngine:
         if mirror.mode == "active":
             await self._download(live, mirror)
 
-    async def _write(self, live: LiveRun, mirror: Mirror, source: Source, indexes: list[Index],
+    async def _write(self, live: LiveRun, mirror: Mirror, source: Any, indexes: list[Index],
                      policy: object | None) -> None:
         """Every fetched subdir into ONE new generation (none when nothing changed), in one transaction."""
         fig = live.figures
@@ -379,7 +379,7 @@ class MirrorEngine:
             self._check(live)
             self._step(live, "policy", f"applying policy to {index.subdir}")
             # a stop abandons the parse at once (its thread finishes on its own, its result unused)
-            done = await self._interruptible(live, asyncio.to_thread(prepare, index, policy, source.url))
+            done = await self._interruptible(live, asyncio.to_thread(source.prepare, index, policy))
             index.body = b""  # the parsed copy is all we need from here on
             return done
 

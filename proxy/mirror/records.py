@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -25,6 +25,8 @@ NO_SHA256 = "record has no sha256: it cannot be stored content-addressed"
 class Prepared:
     subdir: str
     info: dict
+    #: the artifact type of the files (the mirror's type)
+    type: str = "conda"
     seen: int = 0  # upstream records (.tar.bz2 and .conda)
     #: kept filename -> (canonical record, name, version, build, sha256, md5, size, license, source URL)
     kept: dict[str, tuple] = field(default_factory=dict)
@@ -34,6 +36,8 @@ class Prepared:
     #: (stored record bytes, the upstream's content-trust signatures of it) of the kept records that
     #: have some: published beside our own signature (proxy/store/signing.py UpstreamSignatures)
     upstream_signatures: list[tuple[bytes, dict]] = field(default_factory=list)
+    #: kept filename -> more NewFile fields (about, summary …) for types whose index carries them
+    extras: dict[str, dict] = field(default_factory=dict)
 
 
 def canonical(record: dict) -> bytes:
@@ -113,10 +117,12 @@ def _filter(out: Prepared, fn: str, rec: dict, rule: str, reason: str) -> None:
 
 def new_files(prepared: Prepared, names: list[str], *, mirror_id: int) -> list[NewFile]:
     """File rows (without blobs) for some kept records."""
-    subdir, kept = prepared.subdir, prepared.kept
+    subdir, kept, type_, extras = prepared.subdir, prepared.kept, prepared.type, prepared.extras
     rows = []
     for fn in names:
         raw, name, version, build, sha256, md5, size, license_, url = kept[fn]
-        rows.append(NewFile("conda", subdir, fn, name, version, build, sha256, md5, size, raw, None, None, license_,
-                            "", mirror_id, url))
+        row = NewFile(type_, subdir, fn, name, version, build, sha256, md5, size, raw, None, None, license_,
+                      "", mirror_id, url)
+        more = extras.get(fn)
+        rows.append(replace(row, **more) if more else row)
     return rows

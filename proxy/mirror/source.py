@@ -13,6 +13,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
 import diskcache
@@ -23,6 +24,9 @@ from conda_platform_plugin.errors import UpstreamError
 from conda_platform_plugin.names import KNOWN_SUBDIRS
 
 from .http import Upstream, UpstreamNotFound, redact
+
+if TYPE_CHECKING:
+    from .records import Prepared
 
 VARIANTS = ("repodata.json.zst", "repodata.json", "repodata.json.bz2")
 
@@ -98,6 +102,10 @@ class IndexCache:
 
 
 class Source:
+    """A conda channel. Other mirror types have sources of the same shape (``kinds.py``)."""
+
+    type = "conda"
+
     def __init__(self, upstream: Upstream, cache: IndexCache, url: str, *, max_bytes: int):
         self.upstream = upstream
         self.cache = cache
@@ -115,6 +123,12 @@ class Source:
             pass
         found = await asyncio.gather(*(self._exists(s) for s in sorted(KNOWN_SUBDIRS)))
         return sorted({s for s, ok in zip(sorted(KNOWN_SUBDIRS), found) if ok} | {"noarch"})
+
+    def prepare(self, index: Index, policy: object | None) -> Prepared:
+        """Blocking (parse and filter): the engine runs it in a worker thread."""
+        from .records import prepare  # records imports this module
+
+        return prepare(index, policy, self.url)
 
     async def _exists(self, subdir: str) -> bool:
         for variant in ("repodata.json", "repodata.json.zst"):  # the body is not read: the answer is enough

@@ -7,6 +7,7 @@ query. Package files are looked up in the published generation and served from t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from aiohttp import web
@@ -32,6 +33,12 @@ PACKAGE_CACHE = "public, max-age=3600"
 PACKAGE_HEADERS = {"Content-Type": "application/octet-stream", "Cache-Control": PACKAGE_CACHE}
 
 
+#: the other repository protocols under a channel, by their URL word (repo/pypi.py and repo/cran.py
+#: register theirs): handler(request, platform, served channel, the path after the word)
+PROTOCOLS: dict[str, Callable[[web.Request, Platform, Served, list[str]], Awaitable[web.StreamResponse]]] = {}
+PROTOCOL_WORDS = ("pypi", "cran")
+
+
 def split_repo_path(tail: str) -> tuple[str, list[str]]:
     """``ch[/sub]/rest…`` → (channel path, rest). Subchannel names are never subdir names."""
     parts = [p for p in tail.split("/") if p]
@@ -39,7 +46,7 @@ def split_repo_path(tail: str) -> tuple[str, list[str]]:
         parts = parts[2:]
     if not parts:
         raise NotFound("no channel in the repository path")
-    if len(parts) >= 2 and parts[1] not in KNOWN_SUBDIRS and parts[1] not in ("channeldata.json",) \
+    if len(parts) >= 2 and parts[1] not in KNOWN_SUBDIRS and parts[1] not in ("channeldata.json", *PROTOCOL_WORDS) \
             and not (parts[1] == "trust" and len(parts) == 3):  # ch/trust/<file>: signing metadata
         return f"{parts[0]}/{parts[1]}", parts[2:]
     return parts[0], parts[1:]
@@ -63,6 +70,8 @@ async def repo(request: web.Request) -> web.StreamResponse:
     served = await platform.serving.lookup(channel)
     if served is None:
         raise NotFound(f"channel {channel!r} not found")
+    if rest and rest[0] in PROTOCOLS:
+        return await PROTOCOLS[rest[0]](request, platform, served, rest[1:])
     if rest == ["channeldata.json"]:
         path = platform.publisher.channeldata_path(served.id, served.gen)
         return _file(path, "application/json", INDEX_CACHE)

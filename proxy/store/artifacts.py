@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from conda_platform_plugin.dependencies import DependencyIndex
 from conda_platform_plugin.errors import BadRequest, NotFound
+from conda_platform_plugin.names import ARTIFACT_TYPES
 from conda_platform_plugin.versions import version_key
 
 from .channels import Channel
@@ -14,8 +15,6 @@ from .db import Database
 from .publish import CURRENT
 from .tables import channels, files
 from .times import iso_time
-
-ARTIFACT_TYPES = ("conda",)
 
 
 def check_type(type_: str) -> str:

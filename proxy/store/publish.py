@@ -21,12 +21,13 @@ from contextlib import aclosing
 from itertools import chain, groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from conda_platform_plugin.names import subdir_type
 from conda_platform_plugin.versions import version_key
 
 from .db import Database
@@ -69,6 +70,18 @@ def _visible_at_unindexed(gen: int) -> sa.ColumnElement[bool]:
     return ((files.c.added_gen + 0) <= gen) & (files.c.removed_gen.is_(None) | ((files.c.removed_gen + 0) > gen))
 
 
+class IndexRenderer(Protocol):
+    """Renders the index of another artifact type (PyPI simple pages, CRAN PACKAGES) for one of
+    its subdirs into ``Publisher.subdir_dir(cid, subdir, gen)``, once per published generation."""
+
+    async def render(self, publisher: Publisher, cid: int, subdir: str, gen: int, previous: int | None,
+                     names: set[str], *, force: bool, policy: CompiledPolicy | None) -> int:
+        """Returns the number of files the index lists. ``previous``: the generation of the last
+        render of this subdir (its directory may be reused for the ``names`` that did not change);
+        ``force``: render everything (the policy or the signing key changed)."""
+        ...
+
+
 class Publisher:
     def __init__(self, db: Database, index_root: Path):
         self.db = db
@@ -85,6 +98,8 @@ class Publisher:
         #: the content-trust signer of every conda record published (Platform sets it; None: unsigned);
         #: its key is part of the render fingerprint, so a new pkg_mgr key re-renders (re-signs) in full
         self.signer: Callable[[], Signer | None] | None = None
+        #: artifact type -> the renderer of its subdirs' indexes (conda subdirs are rendered here)
+        self.index_renderers: dict[str, IndexRenderer] = {}
 
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
         return self.root / str(channel_id) / subdir / str(gen)
@@ -195,6 +210,9 @@ class Publisher:
         if force:
             for subdir in latest:
                 changed.setdefault(subdir, set())
+        for subdir in [s for s in changed if subdir_type(s) != "conda"]:
+            await self._render_other(cid, subdir, new, latest.get(subdir), changed.pop(subdir), force, policy)
+        latest = {s: g for s, g in latest.items() if subdir_type(s) == "conda"}
         fed: dict[str, dict[str, list]] = {}  # subdir -> name -> channeldata partial
         rendered_names: dict[str, list[str]] = {}
         any_full = False
@@ -208,11 +226,7 @@ class Publisher:
             fed[subdir] = partials
             rendered_names[subdir] = all_names
             any_full = any_full or full
-            async with self.db.write() as conn:
-                await conn.execute(
-                    renders.delete().where(renders.c.channel_id == cid, renders.c.subdir == subdir, renders.c.gen == new)
-                )
-                await conn.execute(renders.insert().values(channel_id=cid, subdir=subdir, gen=new, records=count))
+            await self._rendered(cid, subdir, new, count)
         all_names = {n for names in changed.values() for n in names}
         if force:
             all_names.update(n for names in rendered_names.values() for n in names)
@@ -228,6 +242,21 @@ class Publisher:
             policy_path.unlink(missing_ok=True)
         else:
             policy_path.write_text(fingerprint)
+
+    async def _rendered(self, cid: int, subdir: str, gen: int, count: int) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                renders.delete().where(renders.c.channel_id == cid, renders.c.subdir == subdir, renders.c.gen == gen)
+            )
+            await conn.execute(renders.insert().values(channel_id=cid, subdir=subdir, gen=gen, records=count))
+
+    async def _render_other(self, cid: int, subdir: str, gen: int, previous: int | None, names: set[str],
+                            force: bool, policy: CompiledPolicy | None) -> None:
+        """A python or cran subdir: its type's renderer (none registered: not served yet)."""
+        renderer = self.index_renderers.get(subdir_type(subdir) or "")
+        if renderer is not None:
+            count = await renderer.render(self, cid, subdir, gen, previous, names, force=force, policy=policy)
+            await self._rendered(cid, subdir, gen, count)
 
     async def _render_subdir(self, cid: int, subdir: str, gen: int, names: set[str], previous: Previous | None,
                              force: bool = False, policy: CompiledPolicy | None = None,
@@ -356,7 +385,7 @@ class Publisher:
                         sa.select(files.c.name, files.c.version, files.c.subdir, files.c.about, files.c.record,
                                   files.c.uploaded_at, files.c.filename, files.c.mirror_id)
                         .where((files.c.channel_id + 0) == cid, files.c.name.in_(chunk),
-                               _visible_at_unindexed(new))
+                               files.c.type == "conda", _visible_at_unindexed(new))
                     )
                 ).all()
                 by_name: dict[str, list] = defaultdict(list)
@@ -375,7 +404,8 @@ class Publisher:
             ).scalars().all()
         if unsorted:
             packages = dict(sorted(packages.items()))
-        doc = {"channeldata_version": 1, "packages": packages, "subdirs": sorted(set(subdirs) | {"noarch"})}
+        subdirs = {s for s in subdirs if subdir_type(s) == "conda"}
+        doc = {"channeldata_version": 1, "packages": packages, "subdirs": sorted(subdirs | {"noarch"})}
         await asyncio.to_thread(_write_json, self.channeldata_path(cid, new), doc)
         self._channeldata[cid] = (new, packages)
         while len(self._channeldata) > CHANNELDATA_CACHED:
