@@ -1,0 +1,396 @@
+"""PyPI serving benchmark: project pages and cold wheel fetches, beside proxpi and devpi-server.
+
+    python bench/bench_pypi.py [--projects 200] [--versions 5] [--seconds 10] [--concurrency 32]
+    python bench/bench_pypi.py --servers ours,proxpi      # a subset
+    python bench/bench_pypi.py --no-venv                  # proxpi/devpi from this environment
+
+Setup (not measured): ``pypi_upstream.make_upstream`` writes a static PEP 503 index of N tiny
+projects × V versions (a wheel with its PEP 658 ``.metadata`` and an sdist per version) plus one
+project with a single 20 MB wheel, cached under bench/out/; nginx (``harness.start_nginx``) serves
+it on 127.0.0.1. Three proxies of that SAME upstream are then started one after the other, each in
+its own process with a fresh data dir, so none competes with another for the two cores:
+
+- ours: ``conda-platform serve`` with a channel holding a passive python mirror of the upstream
+  limited to the N+1 projects (mirror run before measuring: pages are rendered at publish time);
+- proxpi: in its own venv (bench/out/venv-proxpi, made by this script from the package index),
+  run by gunicorn as its Dockerfile does (``--preload proxpi.server:app``), with the gthread worker
+  and 32 threads so that one process serves 32 keep-alive connections like the others;
+- devpi-server: in its own venv (bench/out/venv-devpi), ``devpi-init --no-root-pypi`` then
+  ``root/pypi`` created as a mirror of the upstream through its REST API (login, PUT).
+
+Measured for each proxy (``harness.load``: keep-alive, 32 connections, a warm-up then the run):
+
+(i)   cold project pages: the first GET of each project page, one after another (the proxy fetches
+      it from the upstream; ours serves the page its mirror run rendered): p50/p99;
+(ii)  a warm project page, HTML (``Accept: text/html``, what PEP 503 clients and pip < 22.2 send):
+      req/s, p50, p99;
+(iii) the same page as PEP 691 JSON (uv's Accept, which current pip's resembles);
+(iv)  cold wheel fetches: the first GET of K distinct small wheels (links read from each proxy's
+      own project page), and of the 20 MB wheel: time to the full body (redirects followed),
+      sha256 checked against the upstream file.
+
+Goal: ours ≥ 1.0× both proxies (req/s; for cold fetches, their time / our time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from bench.bench_serve import _admin_token, start_server, stop  # noqa: E402
+from bench.harness import MB, free_port, load, print_table, start_nginx, wait_for_port  # noqa: E402
+from bench.pypi_upstream import BIG_PROJECT, Upstream, make_upstream  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+GOAL = 1.0
+HTML_HEADERS = {"Accept": "text/html", "Accept-Encoding": "gzip, deflate"}
+JSON_HEADERS = {  # what uv sends (pip >= 22.2 sends the same preference order)
+    "Accept": "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01",
+    "Accept-Encoding": "gzip, deflate",
+}
+VENVS = {
+    "proxpi": ["proxpi", "gunicorn"],
+    "devpi": ["devpi-server"],
+}
+
+
+@dataclass
+class Proxy:
+    """One running proxy: its process, the URL prefix of its project pages, and how it was set up."""
+
+    name: str
+    proc: subprocess.Popen
+    simple: str  # ends with "/": simple + "<project>/" is a project page
+    version: str
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def ensure_venv(name: str, packages: list[str]) -> Path:
+    """bench/out/venv-<name> with ``packages`` pip-installed from the package index (made once)."""
+    venv = OUT / f"venv-{name}"
+    marker = venv / ".bench-installed"
+    want = " ".join(packages)
+    if not (marker.is_file() and marker.read_text() == want):
+        shutil.rmtree(venv, ignore_errors=True)
+        print(f"making {venv} ({want}) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *packages],
+                             capture_output=True, text=True, check=False)
+        if pip.returncode:
+            raise SystemExit(f"pip install {want} into {venv} failed:\n{pip.stdout[-3000:]}{pip.stderr[-3000:]}")
+        marker.write_text(want)
+    return venv / "bin"
+
+
+def bin_dir(name: str, use_venv: bool) -> Path:
+    """Where the proxy's executables are: its own venv, or this interpreter's (``--no-venv``)."""
+    return ensure_venv(name, VENVS[name]) if use_venv else Path(sys.executable).parent
+
+
+def dist_version(bindir: Path, dist: str) -> str:
+    code = f"import importlib.metadata as m; print(m.version({dist!r}))"
+    return subprocess.run([str(bindir / "python"), "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    with open(log, "wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                cwd=cwd)
+
+
+# --------------------------------------------------------------------------- the three proxies
+
+
+def start_proxpi(upstream: str, work: Path, use_venv: bool, workers: int) -> Proxy:
+    bindir = bin_dir("proxpi", use_venv)
+    port = free_port()
+    env = {"PROXPI_INDEX_URL": f"{upstream}/simple/", "PROXPI_CACHE_DIR": str(work / "proxpi-cache"),
+           "PROXPI_LOGGING_LEVEL": "WARNING"}
+    cmd = [str(bindir / "gunicorn"), "--preload", "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
+           "--threads", "32", "--workers", str(workers), "proxpi.server:app"]
+    proc = _spawn(cmd, work / "proxpi.log", env)
+    wait_for_port("127.0.0.1", port, timeout=60, proc=proc)
+    return Proxy("proxpi", proc, f"http://127.0.0.1:{port}/index/", dist_version(bindir, "proxpi"),
+                 [f"gunicorn gthread, {workers} worker(s) × 32 threads"])
+
+
+def start_devpi(upstream: str, work: Path, use_venv: bool) -> Proxy:
+    bindir = bin_dir("devpi", use_venv)
+    serverdir = work / "devpi"
+    subprocess.run([str(bindir / "devpi-init"), "--serverdir", str(serverdir), "--no-root-pypi",
+                    "--root-passwd", "bench"], check=True, capture_output=True)
+    port = free_port()
+    proc = _spawn([str(bindir / "devpi-server"), "--serverdir", str(serverdir), "--host", "127.0.0.1",
+                   "--port", str(port)], work / "devpi.log")
+    wait_for_port("127.0.0.1", port, timeout=120, proc=proc)
+    base = f"http://127.0.0.1:{port}"
+    http = requests.Session()
+    http.headers["Accept"] = "application/json"
+    r = http.post(f"{base}/+login", json={"user": "root", "password": "bench"}, timeout=30)
+    r.raise_for_status()
+    token = r.json()["result"]["password"]
+    http.headers["X-Devpi-Auth"] = base64.b64encode(f"root:{token}".encode()).decode()
+    r = http.put(f"{base}/root/pypi", json={"type": "mirror", "mirror_url": f"{upstream}/simple/"}, timeout=30)
+    r.raise_for_status()
+    return Proxy("devpi", proc, f"{base}/root/pypi/+simple/", dist_version(bindir, "devpi-server"),
+                 ["waitress, 50 threads (its default)"])
+
+
+def start_ours(upstream: Upstream, upstream_url: str, work: Path) -> Proxy:
+    proc, base, how = start_server(work / "data", work / "server.log")
+    try:
+        http = requests.Session()
+        token = _admin_token(work / "server.log")
+        if token:
+            http.headers["Authorization"] = f"Bearer {token}"
+        r = http.post(f"{base}/api/channels", json={"name": "bench"}, timeout=60)
+        r.raise_for_status()
+        notes = [how]
+        notes.append(setup_our_mirror(http, base, upstream, upstream_url))
+    except BaseException:
+        stop(proc)
+        raise
+    from importlib.metadata import version
+
+    return Proxy("ours", proc, f"{base}/api/repo/bench/pypi/simple/", version("conda-platform"), notes)
+
+
+def setup_our_mirror(http: requests.Session, base: str, upstream: Upstream, upstream_url: str) -> str:
+    """A passive python mirror of the upstream, limited to its projects, run once; returns a note."""
+    projects = [*upstream.projects, BIG_PROJECT]
+    t0 = time.perf_counter()
+    r = http.post(f"{base}/api/channels/bench/mirrors", timeout=60, json={
+        "name": "upstream", "type": "python", "mode": "passive", "url": f"{upstream_url}/simple/",
+        "projects": projects})
+    r.raise_for_status()
+    r = http.post(f"{base}/api/channels/bench/mirrors/upstream/run", timeout=600)
+    r.raise_for_status()
+    return f"python mirror run (setup): {time.perf_counter() - t0:.1f} s"
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def timed_get(http: requests.Session, url: str, headers: dict[str, str] | None = None) -> tuple[float, requests.Response]:
+    t0 = time.perf_counter()
+    r = http.get(url, headers=headers, timeout=120)
+    _ = r.content
+    return time.perf_counter() - t0, r
+
+
+def cold_pages(proxy: Proxy, projects: list[str]) -> dict[str, Any]:
+    """First GET of every project page, one after the other (uv's Accept)."""
+    http = requests.Session()
+    times = []
+    for name in projects:
+        seconds, r = timed_get(http, f"{proxy.simple}{name}/", JSON_HEADERS)
+        r.raise_for_status()
+        times.append(seconds)
+    times.sort()
+    return {"pages": len(times), "p50_ms": round(statistics.median(times) * 1000, 2),
+            "p99_ms": round(times[max(0, int(len(times) * 0.99) - 1)] * 1000, 2),
+            "total_s": round(sum(times), 2)}
+
+
+def served_type(url: str, headers: dict[str, str]) -> str:
+    r = requests.get(url, headers=headers, timeout=60)
+    r.raise_for_status()
+    return r.headers.get("Content-Type", "?").split(";")[0]
+
+
+async def warm_page(url: str, headers: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    await load(url, concurrency=args.concurrency, duration=min(2.0, args.seconds), headers=headers)  # warm-up
+    return await load(url, concurrency=args.concurrency, duration=args.seconds, headers=headers)
+
+
+def wheel_url(http: requests.Session, page: str, filename: str) -> str:
+    """The absolute URL of ``filename`` as linked from a proxy's HTML project page (fragment dropped)."""
+    r = http.get(page, headers=HTML_HEADERS, timeout=60)
+    r.raise_for_status()
+    for href in re.findall(r'href="([^"]+)"', r.text):
+        if urlsplit(href).path.rsplit("/", 1)[-1] == filename:
+            return urljoin(r.url, href.split("#", 1)[0])
+    raise AssertionError(f"{filename} is not linked from {page}")
+
+
+def fetch_checked(http: requests.Session, url: str, sha256: str) -> tuple[float, int, bool]:
+    """GET ``url`` to the last byte (redirects followed): (seconds, bytes, whether it was redirected)."""
+    t0 = time.perf_counter()
+    h = hashlib.sha256()
+    size = 0
+    with http.get(url, stream=True, timeout=300) as r:
+        r.raise_for_status()
+        for chunk in r.iter_content(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+        redirected = bool(r.history)
+    seconds = time.perf_counter() - t0
+    assert h.hexdigest() == sha256, f"{url}: sha256 {h.hexdigest()} != upstream {sha256}"
+    return seconds, size, redirected
+
+
+def cold_wheels(proxy: Proxy, upstream: Upstream, count: int) -> dict[str, Any]:
+    """First GET of ``count`` small wheels (one per project, latest version) and of the big wheel."""
+    http = requests.Session()
+    version = f"1.{upstream.versions - 1}.0"
+    times, redirects = [], 0
+    for name in upstream.projects[-count:]:
+        filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+        url = wheel_url(http, f"{proxy.simple}{name}/", filename)
+        seconds, _, redirected = fetch_checked(http, url, upstream_sha256(upstream, name, filename))
+        times.append(seconds)
+        redirects += redirected
+    times.sort()
+    url = wheel_url(http, f"{proxy.simple}{BIG_PROJECT}/", upstream.big_wheel)
+    big_s, big_size, big_redirected = fetch_checked(http, url, upstream.big_sha256)
+    warm_s, _, _ = fetch_checked(http, url, upstream.big_sha256)
+    return {"small_n": len(times), "small_p50_ms": round(statistics.median(times) * 1000, 2),
+            "small_max_ms": round(times[-1] * 1000, 2), "small_redirected": redirects,
+            "big_s": round(big_s, 3), "big_mb_s": round(big_size / MB / big_s, 1),
+            "big_redirected": big_redirected, "big_warm_s": round(warm_s, 3)}
+
+
+def upstream_sha256(upstream: Upstream, project: str, filename: str) -> str:
+    return hashlib.sha256((upstream.root / "files" / project / filename).read_bytes()).hexdigest()
+
+
+def measure(proxy: Proxy, upstream: Upstream, args: argparse.Namespace) -> dict[str, Any]:
+    page_project = upstream.projects[0]
+    page = f"{proxy.simple}{page_project}/"
+    result: dict[str, Any] = {"cold_pages": cold_pages(proxy, [*upstream.projects, BIG_PROJECT])}
+    for case, headers in (("html", HTML_HEADERS), ("json", JSON_HEADERS)):
+        res = asyncio.run(warm_page(page, headers, args))
+        res["served"] = served_type(page, headers)
+        result[case] = res
+    result["cold_wheels"] = cold_wheels(proxy, upstream, args.cold_wheels)
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float:
+    return round(ours / theirs, 2) if ours and theirs else float("nan")
+
+
+def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: argparse.Namespace,
+           upstream: Upstream) -> None:
+    rows = []
+    for name, res in results.items():
+        for case in ("html", "json"):
+            r = res[case]
+            rows.append({"proxy": name, "case": f"warm page, {case}", "served": r["served"], "req_s": r["req_s"],
+                         "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"],
+                         "ours/this": _ratio(results.get("ours", {}).get(case, {}).get("req_s"), r["req_s"])})
+    print_table(f"Warm project page ({args.concurrency} connections, {args.seconds:g} s per case; "
+                f"{os.cpu_count()} cores shared by proxy, upstream nginx and load generator)", rows)
+
+    rows = []
+    for name, res in results.items():
+        c, w = res["cold_pages"], res["cold_wheels"]
+        rows.append({"proxy": name, "cold page p50_ms": c["p50_ms"], "cold page p99_ms": c["p99_ms"],
+                     f"cold small wheel p50_ms (n={w['small_n']})": w["small_p50_ms"],
+                     "small max_ms": w["small_max_ms"], "redirected": w["small_redirected"] + w["big_redirected"],
+                     f"cold {BIG_PROJECT} wheel s": w["big_s"], "MB/s": w["big_mb_s"], "2nd fetch s": w["big_warm_s"]})
+    print_table(f"Cold fetches (first request; {len(upstream.projects) + 1} project pages one after another, "
+                "sha256 of every wheel checked)", rows)
+
+    if "ours" not in results:
+        return
+    ours = results["ours"]
+    rows = []
+    for name, res in results.items():
+        if name == "ours":
+            continue
+        for label, mine, theirs in (
+            ("warm page HTML req/s", ours["html"]["req_s"], res["html"]["req_s"]),
+            ("warm page JSON req/s", ours["json"]["req_s"], res["json"]["req_s"]),
+            ("cold small wheel (1 / p50)", res["cold_wheels"]["small_p50_ms"], ours["cold_wheels"]["small_p50_ms"]),
+            (f"cold {BIG_PROJECT} wheel (1 / s)", res["cold_wheels"]["big_s"], ours["cold_wheels"]["big_s"]),
+        ):
+            ratio = _ratio(mine, theirs)
+            rows.append({"figure": label, "vs": name, "ours/theirs": ratio, "goal": f"≥ {GOAL:g}",
+                         "ok": "yes" if ratio >= GOAL else "NO"})
+    print_table("Goals: ours ≥ 1.0× each proxy", rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--projects", type=int, default=200)
+    parser.add_argument("--versions", type=int, default=5)
+    parser.add_argument("--big-mb", type=int, default=20, help="payload of the big wheel")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per warm-page case")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--cold-wheels", type=int, default=30, help="distinct small wheels fetched cold")
+    parser.add_argument("--servers", default="ours,proxpi,devpi")
+    parser.add_argument("--no-venv", action="store_true", help="run proxpi/devpi from this environment")
+    parser.add_argument("--proxpi-workers", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (bench/out/pypi-*)")
+    args = parser.parse_args()
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    upstream = make_upstream(OUT, args.projects, args.versions, args.big_mb)
+    print(f"upstream: {len(upstream.projects)} projects × {upstream.versions} versions (wheel + sdist) and one "
+          f"{args.big_mb} MB wheel, in {upstream.root} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="pypi-", dir=OUT))
+    results: dict[str, dict[str, Any]] = {}
+    proxies: dict[str, Proxy] = {}
+    try:
+        with start_nginx(upstream.root) as upstream_url:
+            for name in servers:
+                sub = work / name
+                sub.mkdir()
+                if name == "ours":
+                    proxy = start_ours(upstream, upstream_url, sub)
+                elif name == "proxpi":
+                    proxy = start_proxpi(upstream_url, sub, not args.no_venv, args.proxpi_workers)
+                elif name == "devpi":
+                    proxy = start_devpi(upstream_url, sub, not args.no_venv)
+                else:
+                    raise SystemExit(f"unknown server {name!r}")
+                proxies[name] = proxy
+                print(f"{name} {proxy.version}: {proxy.simple} ({'; '.join(proxy.notes)})", flush=True)
+                try:
+                    results[name] = measure(proxy, upstream, args)
+                finally:
+                    stop(proxy.proc)
+    finally:
+        for proxy in proxies.values():
+            stop(proxy.proc)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report(results, proxies, args, upstream)
+    for name, res in results.items():
+        for case in ("html", "json"):
+            if res[case]["errors"]:
+                print(f"{name} {case}: {res[case]['errors']} errors, e.g. {res[case]['error_samples']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
