@@ -159,7 +159,9 @@ def start_devpi(upstream: str, work: Path, use_venv: bool) -> Proxy:
                  ["waitress, 50 threads (its default)"])
 
 
-def start_ours(upstream: Upstream, upstream_url: str, work: Path) -> Proxy:
+def start_ours(upstream: Upstream, upstream_url: str, work: Path, mode: str) -> Proxy:
+    """Our server with channel ``bench``: a passive python mirror of the upstream, or (``hosted``) the same files
+    uploaded."""
     proc, base, how = start_server(work / "data", work / "server.log")
     try:
         http = requests.Session()
@@ -168,8 +170,8 @@ def start_ours(upstream: Upstream, upstream_url: str, work: Path) -> Proxy:
             http.headers["Authorization"] = f"Bearer {token}"
         r = http.post(f"{base}/api/channels", json={"name": "bench"}, timeout=60)
         r.raise_for_status()
-        notes = [how]
-        notes.append(setup_our_mirror(http, base, upstream, upstream_url))
+        setup = setup_our_mirror if mode == "mirror" else setup_our_hosted
+        notes = [how, setup(http, base, upstream, upstream_url)]
     except BaseException:
         stop(proc)
         raise
@@ -180,15 +182,42 @@ def start_ours(upstream: Upstream, upstream_url: str, work: Path) -> Proxy:
 
 def setup_our_mirror(http: requests.Session, base: str, upstream: Upstream, upstream_url: str) -> str:
     """A passive python mirror of the upstream, limited to its projects, run once; returns a note."""
-    projects = [*upstream.projects, BIG_PROJECT]
     t0 = time.perf_counter()
     r = http.post(f"{base}/api/channels/bench/mirrors", timeout=60, json={
-        "name": "upstream", "type": "python", "mode": "passive", "url": f"{upstream_url}/simple/",
-        "projects": projects})
-    r.raise_for_status()
-    r = http.post(f"{base}/api/channels/bench/mirrors/upstream/run", timeout=600)
-    r.raise_for_status()
-    return f"python mirror run (setup): {time.perf_counter() - t0:.1f} s"
+        "name": "upstream", "type": "python", "mode": "passive", "source_url": f"{upstream_url}/simple/",
+        "projects": [*upstream.projects, BIG_PROJECT], "run_now": True})
+    if r.status_code >= 400:
+        raise SystemExit(f"creating our python mirror failed: {r.status_code} {r.text[:500]}")
+    deadline = time.monotonic() + 600
+    while True:
+        m = http.get(f"{base}/api/channels/bench/mirrors/upstream", timeout=60).json()
+        run = m.get("last_run") if not m.get("current_run") else None
+        if run and run["status"] in ("completed", "failed", "stopped"):
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("our python mirror run did not finish in 10 minutes")
+        time.sleep(0.1)
+    if run["status"] != "completed":
+        raise SystemExit(f"our python mirror run {run['status']}: {run.get('reason')}")
+    return f"passive python mirror, its first run (setup) {time.perf_counter() - t0:.1f} s"
+
+
+def setup_our_hosted(http: requests.Session, base: str, upstream: Upstream, upstream_url: str) -> str:
+    """The upstream's wheels and sdists uploaded into the channel (no mirror: nothing is fetched cold)."""
+    t0 = time.perf_counter()
+    paths = sorted(p for p in (upstream.root / "files").rglob("*") if p.suffix in (".whl", ".gz"))
+    for i in range(0, len(paths), 100):
+        handles = [p.open("rb") for p in paths[i:i + 100]]
+        try:
+            r = http.post(f"{base}/api/channels/bench/files", timeout=600,
+                          files=[("file", (h.name.rsplit("/", 1)[-1], h, "application/octet-stream")) for h in handles])
+        finally:
+            for h in handles:
+                h.close()
+        if r.status_code >= 400:
+            raise SystemExit(f"uploading to our hosted channel failed: {r.status_code} {r.text[:500]}")
+    return (f"HOSTED channel ({len(paths)} files uploaded in {time.perf_counter() - t0:.1f} s): no python mirror; "
+            "its 'cold' fetches read local files")
 
 
 # --------------------------------------------------------------------------- measurements
@@ -318,6 +347,11 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
     print_table(f"Cold fetches (first request; {len(upstream.projects) + 1} project pages one after another, "
                 "sha256 of every wheel checked)", rows)
 
+    for name, proxy in proxies.items():
+        print(f"{name} {proxy.version}: {'; '.join(proxy.notes)}")
+    if "ours" in proxies and any("mirror" in n for n in proxies["ours"].notes):
+        print("ours: its project pages are rendered when the mirror run publishes, so its 'cold page' is already "
+              "rendered; proxpi and devpi fetch each page from the upstream on its first request.")
     if "ours" not in results:
         return
     ours = results["ours"]
@@ -346,6 +380,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--cold-wheels", type=int, default=30, help="distinct small wheels fetched cold")
     parser.add_argument("--servers", default="ours,proxpi,devpi")
+    parser.add_argument("--ours", choices=("mirror", "hosted"), default="mirror",
+                        help="our server as a passive python mirror of the upstream, or a hosted channel of its files")
     parser.add_argument("--no-venv", action="store_true", help="run proxpi/devpi from this environment")
     parser.add_argument("--proxpi-workers", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (bench/out/pypi-*)")
@@ -366,7 +402,7 @@ def main() -> int:
                 sub = work / name
                 sub.mkdir()
                 if name == "ours":
-                    proxy = start_ours(upstream, upstream_url, sub)
+                    proxy = start_ours(upstream, upstream_url, sub, args.ours)
                 elif name == "proxpi":
                     proxy = start_proxpi(upstream_url, sub, not args.no_venv, args.proxpi_workers)
                 elif name == "devpi":
