@@ -82,6 +82,7 @@ class Proxy:
     simple: str  # ends with "/": simple + "<project>/" is a project page
     version: str
     notes: list[str] = field(default_factory=list)
+    mode: str = "proxy"  # ours: "mirror" (pages rendered by its run) or "hosted"
 
 
 # --------------------------------------------------------------------------- environments
@@ -177,7 +178,7 @@ def start_ours(upstream: Upstream, upstream_url: str, work: Path, mode: str) -> 
         raise
     from importlib.metadata import version
 
-    return Proxy("ours", proc, f"{base}/api/repo/bench/pypi/simple/", version("conda-platform"), notes)
+    return Proxy("ours", proc, f"{base}/api/repo/bench/pypi/simple/", version("conda-platform"), notes, mode)
 
 
 def setup_our_mirror(http: requests.Session, base: str, upstream: Upstream, upstream_url: str) -> str:
@@ -349,7 +350,7 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
 
     for name, proxy in proxies.items():
         print(f"{name} {proxy.version}: {'; '.join(proxy.notes)}")
-    if "ours" in proxies and any("mirror" in n for n in proxies["ours"].notes):
+    if "ours" in proxies and proxies["ours"].mode == "mirror":
         print("ours: its project pages are rendered when the mirror run publishes, so its 'cold page' is already "
               "rendered; proxpi and devpi fetch each page from the upstream on its first request.")
     if "ours" not in results:
