@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .errors import BadRequest
+from .names import subdir_type
 from .versions import version_key
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -114,9 +115,15 @@ def is_python_record(record: Mapping) -> bool:
     return False
 
 
-def ecosystem_of(conda_name: str, record: Mapping | None = None) -> tuple[str, str] | None:
+def ecosystem_of(conda_name: str, record: Mapping | None = None, subdir: str | None = None) -> tuple[str, str] | None:
     """(OSV ecosystem, package name as the ecosystem normalises it) of a conda package, or None
-    for a record that is neither an R nor a Python package."""
+    for a record that is neither an R nor a Python package. Records of python and cran subdirs
+    ("pypi", "cran-*") are PyPI and CRAN packages by their own names."""
+    kind = subdir_type(subdir) if subdir else None
+    if kind == "python":
+        return "PyPI", canonicalize_name(conda_name)
+    if kind == "cran":
+        return "CRAN", conda_name.lower()
     if conda_name.startswith("r-") and len(conda_name) > 2:
         return "CRAN", conda_name[2:].lower()
     if record is not None and not is_python_record(record):
@@ -419,9 +426,10 @@ class CveIndex:
         """A fast pre-check: could any advisory name this conda package?"""
         return canonicalize_name(PYPI_NAMES.get(conda_name, conda_name)) in self._names or conda_name in self._names
 
-    def findings(self, conda_name: str, version: str, record: Mapping | None = None) -> list[Finding]:
+    def findings(self, conda_name: str, version: str, record: Mapping | None = None,
+                 subdir: str | None = None) -> list[Finding]:
         """Every advisory that names this package, with whether ``version`` is affected."""
-        eco = ecosystem_of(conda_name, record)
+        eco = ecosystem_of(conda_name, record, subdir)
         if eco is None or eco not in self.by_package:
             return []
         ck = (*eco, version)
@@ -432,8 +440,9 @@ class CveIndex:
             self._cache[ck] = hit
         return hit
 
-    def affecting(self, conda_name: str, version: str, record: Mapping | None = None) -> list[Finding]:
-        return [f for f in self.findings(conda_name, version, record) if f.affected]
+    def affecting(self, conda_name: str, version: str, record: Mapping | None = None,
+                  subdir: str | None = None) -> list[Finding]:
+        return [f for f in self.findings(conda_name, version, record, subdir) if f.affected]
 
 
 def artifact_report(index: CveIndex, name: str, files: Iterable[tuple[str, str, str, Mapping]]) -> dict:
@@ -444,8 +453,8 @@ def artifact_report(index: CveIndex, name: str, files: Iterable[tuple[str, str, 
     per_file = []
     eco = None
     for subdir, filename, version, record in files:
-        eco = eco or ecosystem_of(name, record)
-        found = index.findings(name, version, record)
+        eco = eco or ecosystem_of(name, record, subdir)
+        found = index.findings(name, version, record, subdir)
         per_file.append({"subdir": subdir, "filename": filename, "version": version,
                          "cves": [f.advisory.id for f in found if f.affected],
                          "findings": [{"id": f.advisory.id, "affected": f.affected, "fixed_version": f.fixed}

@@ -34,6 +34,7 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -48,8 +49,12 @@ from rattler import MatchSpec, Version, VersionSpec
 from .cves import SEVERITIES, CveIndex, severity_rank
 from .errors import BadRequest
 from .licenses import FAMILIES, normalize, parsed_expression, satisfiable, spdx_list
-from .names import check_subdir
+from .names import check_subdir, subdir_type
 from .versions import version_key
+
+#: the subdir whose records are being judged: the CVE rule reads records of "pypi" as PyPI
+#: packages and of "cran-*" as CRAN ones (per thread and task: judging runs in worker threads)
+_SUBDIR: ContextVar[str | None] = ContextVar("judged_subdir", default=None)
 
 #: evaluation order of rule kinds (see the module docstring)
 KINDS = ("subdir", "name", "signature", "age", "version", "license", "cve", "keep_newest")
@@ -378,8 +383,12 @@ class CompiledPolicy:
             if subdir not in rule["allow"]:
                 verdict = Verdict("subdir", f"subdir {subdir} is not allowed (allowed: {', '.join(rule['allow'])})")
                 return dict.fromkeys(records, verdict)
+        judged = _SUBDIR.set(subdir)
         if len(records) < 10_000 or not gc.isenabled():
-            return self._exclusions(records, signatures)
+            try:
+                return self._exclusions(records, signatures)
+            finally:
+                _SUBDIR.reset(judged)
         # A big subdir: the cyclic GC would walk every record dict again and again while the
         # verdicts are built (up to half the time); nothing here makes cycles, so it waits.
         gc.disable()
@@ -387,6 +396,7 @@ class CompiledPolicy:
             return self._exclusions(records, signatures)
         finally:
             gc.enable()
+            _SUBDIR.reset(judged)
 
     def _exclusions(self, records: Mapping[str, Mapping], signatures: Mapping[str, Mapping] | None
                     ) -> dict[str, Verdict]:
@@ -436,10 +446,14 @@ class CompiledPolicy:
         name_verdict, checks = self._plan(record.get("name", ""))
         if name_verdict is not None:
             return name_verdict
-        for check in checks:
-            v = check(filename, record, signatures)
-            if v is not None:
-                return v
+        judged = _SUBDIR.set(subdir)
+        try:
+            for check in checks:
+                v = check(filename, record, signatures)
+                if v is not None:
+                    return v
+        finally:
+            _SUBDIR.reset(judged)
         return None
 
     # -- rule compilers ---------------------------------------------------------------------------
@@ -627,8 +641,8 @@ class CompiledPolicy:
                 return True
             return min_sev is not None and severity_rank(a.severity) >= min_sev
 
-        def judge(name: str, version: str, rec: Mapping) -> Verdict | None:
-            for f in cves.affecting(name, version, rec):
+        def judge(name: str, version: str, rec: Mapping, subdir: str | None) -> Verdict | None:
+            for f in cves.affecting(name, version, rec, subdir):
                 if counts(f):
                     a = f.advisory
                     ident = a.cve_ids[0] if a.cve_ids else a.id
@@ -643,11 +657,14 @@ class CompiledPolicy:
             name = rec.get("name", "")
             from .cves import is_python_record
 
-            ck = (name, rec.get("version", ""), name.startswith("r-") or is_python_record(rec))
+            subdir = _SUBDIR.get()
+            kind = subdir_type(subdir) if subdir else None  # python/cran subdirs: PyPI/CRAN by name
+            ck = (name, rec.get("version", ""), kind if kind in ("python", "cran") else
+                  name.startswith("r-") or is_python_record(rec))
             try:
                 return cache[ck]
             except KeyError:
-                v = cache[ck] = judge(name, str(ck[1]), rec)
+                v = cache[ck] = judge(name, str(ck[1]), rec, subdir)
                 return v
 
         check.concerns = cves.may_concern  # type: ignore[attr-defined] - see _plan

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.metadata import Metadata
+from packaging.metadata import Metadata, parse_email
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -131,8 +131,8 @@ def read_python_package(path: Path, filename: str) -> PythonPackage:
     except _ERRORS as e:
         raise invalid_package(filename, f"not a readable {packagetype} archive: {e.__class__.__name__}: {e}") from e
     try:
-        meta = Metadata.from_email(raw, validate=False)
-    except Exception as e:  # noqa: BLE001 - packaging raises several kinds on bad metadata
+        meta, fields = core_metadata_fields(raw)
+    except ValueError as e:
         raise invalid_package(filename, f"unreadable core metadata: {e}") from e
     if not meta.name or not meta.version:
         raise invalid_package(filename, "the core metadata lacks Name or Version")
@@ -140,12 +140,23 @@ def read_python_package(path: Path, filename: str) -> PythonPackage:
         raise invalid_package(filename, f"the metadata names the project {meta.name!r}, the file name {fn_name!r}")
     if canonicalize_version(str(meta.version)) != canonicalize_version(fn_version):
         raise invalid_package(filename, f"the metadata says version {meta.version}, the file name {fn_version}")
+    return PythonPackage(filename, meta.name, str(meta.version), packagetype, raw, fields)
+
+
+def core_metadata_fields(raw: bytes) -> tuple[Metadata, dict]:
+    """Parse core metadata (METADATA, PKG-INFO, a PEP 658 file): the parsed form and the fields
+    records keep. ValueError when it cannot be read (uploads and mirrors both use it)."""
+    try:
+        meta = Metadata.from_email(raw, validate=False)
+    except Exception as e:  # noqa: BLE001 - packaging raises several kinds on bad metadata
+        raise ValueError(str(e)) from e
     fields = {
         "summary": meta.summary or "",
         "description": meta.description or "",
         "description_content_type": meta.description_content_type or "",
         "requires_dist": [str(r) for r in meta.requires_dist or ()],
-        "requires_python": str(meta.requires_python) if meta.requires_python else "",
+        # as written (packaging reorders a SpecifierSet): what data-requires-python repeats
+        "requires_python": str(parse_email(raw)[0].get("requires_python") or meta.requires_python or ""),
         "license": meta.license or "",
         "license_expression": getattr(meta, "license_expression", None) or "",
         "classifiers": list(meta.classifiers or ()),
@@ -153,4 +164,4 @@ def read_python_package(path: Path, filename: str) -> PythonPackage:
         "project_urls": dict(meta.project_urls or {}),
         "author": meta.author or meta.author_email or "",
     }
-    return PythonPackage(filename, meta.name, str(meta.version), packagetype, raw, fields)
+    return meta, fields

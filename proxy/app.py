@@ -13,7 +13,8 @@ from .auth import Auth
 from .config import Config
 from .middleware import error_middleware
 from .platform import Platform
-from .repo import conda  # noqa: F401
+from .repo import conda, cran, pypi  # noqa: F401 - modules register their protocols
+from .web import setup_web
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=config.max_upload_bytes)
     routes.install(app)
     add_swagger_assets(app)
+    setup_web(app)  # the web pages at /, outside the API route table
 
     async def open_platform(app: web.Application):  # noqa: ANN202 - cleanup context
         platform = app[PLATFORM] = await Platform.open(config)

@@ -21,6 +21,8 @@ from .mirror.fetch import Fetcher
 from .mirror.http import Upstream
 from .mirror.service import Mirrors
 from .policies import PolicyService
+from .repo.cran_index import CranRenderer
+from .repo.pypi_index import PypiRenderer
 from .store.blobs import BlobStore
 from .store.channels import Channel, ChannelStore
 from .store.db import Database
@@ -44,6 +46,8 @@ class Platform:
         self.channels = ChannelStore(db)
         self.files = FileStore(db, self.channels)
         self.publisher = Publisher(db, config.index_dir)
+        self.publisher.index_renderers["cran"] = CranRenderer()  # CRAN PACKAGES
+        self.publisher.index_renderers["python"] = PypiRenderer()  # the PyPI simple index
         self.serving = ServingIndex(db, ttl=config.serving_ttl)
         self.identities = IdentityStore(db)
         self.upstream = Upstream(connect_timeout=config.upstream_connect_timeout,

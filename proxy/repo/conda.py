@@ -105,6 +105,13 @@ async def _subdir_file(request: web.Request, platform: Platform, served: Served,
     if not name.endswith((".conda", ".tar.bz2")):
         raise _not_served(f"{subdir}/{name}")  # e.g. repodata.jlap: answered fast, without a lookup
     check_filename(name)
+    return await serve_file(request, platform, served, subdir, name)
+
+
+async def serve_file(request: web.Request, platform: Platform, served: Served, subdir: str,
+                     name: str) -> web.StreamResponse:
+    """A package file of the published generation (any type): from the blob store, or fetched
+    from its upstream on demand (passive mirrors); HEAD and Range come with the file response."""
     row = await platform.files.published(served.id, served.gen, subdir, name)
     if row is None:
         raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")

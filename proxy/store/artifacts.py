@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import sqlalchemy as sa
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from conda_platform_plugin.dependencies import DependencyIndex
 from conda_platform_plugin.errors import BadRequest, NotFound
@@ -132,6 +134,10 @@ def dependencies_json(rows: list[sa.Row], version: str | None, index: Dependency
     out = []
     for r in chosen:
         rec = orjson.loads(r.record)
+        if r.type == "python":  # PEP 508 requirements (no conda matchspecs to match in the channel)
+            out.append({"subdir": r.subdir, "filename": r.filename, "requires_python": rec.get("requires_python"),
+                        "depends": [_pep508(s) for s in rec.get("requires_dist") or ()], "constrains": []})
+            continue
         item = {
             "subdir": r.subdir,
             "filename": r.filename,
@@ -163,6 +169,19 @@ def match_json(index: DependencyIndex, spec: str, subdir: str) -> dict:
         "candidates": [{"subdir": k[0], "filename": k[1], "version": str(index.records[k]["version"]),
                         "build": str(index.records[k].get("build", ""))} for k in candidates],
     }
+
+
+def _pep508(spec: str) -> dict:
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement:
+        return {"spec": spec, "name": spec.split(";")[0].strip(), "constraint": ""}
+    out = {"spec": spec, "name": canonicalize_name(req.name), "constraint": str(req.specifier)}
+    if req.extras:
+        out["extras"] = sorted(req.extras)
+    if req.marker is not None:
+        out["marker"] = str(req.marker)
+    return out
 
 
 def _spec(spec: str) -> dict:

@@ -1,0 +1,108 @@
+"""The PyPI simple repository API of a channel at ``/api/repo/<ch>[/<sub>]/pypi/`` (DESIGN.md §5).
+
+``simple/`` lists the projects, ``simple/<project>/`` is a project's page, both as PEP 503 HTML or
+PEP 691 JSON chosen from the Accept header (q-values; ``?format=`` overrides); ``files/<filename>``
+serves a file's bytes (HEAD, Range; a passive mirror's file is fetched on first request) and
+``files/<filename>.metadata`` its core metadata (PEP 658). Pages are files rendered once per
+published generation (proxy/repo/pypi_index.py): no database query answers one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from conda_platform_plugin.errors import NotFound
+from conda_platform_plugin.names import PYPI_SUBDIR, check_filename
+from conda_platform_plugin.pyformats import normalize_name
+
+from ..platform import Platform
+from ..store.serving import Served
+from .conda import INDEX_CACHE, PROTOCOLS, serve_file
+
+JSON = "application/vnd.pypi.simple.v1+json"
+HTML = "application/vnd.pypi.simple.v1+html"
+#: media type -> (the variant served, the Content-Type answered)
+MEDIA = {
+    JSON: ("json", JSON),
+    "application/vnd.pypi.simple.latest+json": ("json", JSON),
+    HTML: ("html", HTML),
+    "application/vnd.pypi.simple.latest+html": ("html", HTML),
+    "text/html": ("html", "text/html; charset=utf-8"),
+    "*/*": ("html", "text/html; charset=utf-8"),
+}
+EMPTY = {"json": b'{"meta":{"api-version":"1.1"},"projects":[]}',
+         "html": b"<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.1\">"
+                 b"<title>Simple index</title></head><body></body></html>\n"}
+
+
+def negotiate(accept: str | None, fmt: str | None = None) -> tuple[str, str] | None:
+    """(variant, Content-Type) for an Accept header (PEP 691: highest q wins, then the order
+    given); None when nothing acceptable is offered (a 406)."""
+    if fmt:
+        return MEDIA.get(fmt)
+    if not accept or not accept.strip():
+        return MEDIA["text/html"]
+    best: tuple[float, int, tuple[str, str]] | None = None
+    for i, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            key, _, value = p.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        found = MEDIA.get(media.lower())
+        if found is None or q <= 0:
+            continue
+        if best is None or (q, -i) > (best[0], best[1]):
+            best = (q, -i, found)
+    return best[2] if best else None
+
+
+def _page(path: Path, variant: tuple[str, str]) -> web.FileResponse:
+    if not path.is_file():
+        raise NotFound(f"{path.stem} is not a project of this channel")
+    return web.FileResponse(path, headers={"Content-Type": variant[1], "Vary": "Accept",
+                                           "Cache-Control": INDEX_CACHE})
+
+
+async def pypi(request: web.Request, platform: Platform, served: Served, rest: list[str]) -> web.StreamResponse:
+    if rest[:1] == ["simple"] and len(rest) <= 2:
+        if not request.path.endswith("/"):  # PEP 503: URLs end in "/"; pip and uv follow the redirect
+            raise web.HTTPMovedPermanently(request.path + "/" + (f"?{request.query_string}"
+                                                                  if request.query_string else ""))
+        variant = negotiate(request.headers.get("Accept"), request.query.get("format"))
+        if variant is None:
+            raise web.HTTPNotAcceptable(text=f"this index serves {JSON}, {HTML} and text/html\n")
+        gen = served.subdirs.get(PYPI_SUBDIR)
+        base = platform.publisher.subdir_dir(served.id, PYPI_SUBDIR, gen) if gen is not None else None
+        if len(rest) == 1:
+            if base is None:  # a channel without python files: an empty index, not an error
+                return web.Response(body=EMPTY[variant[0]], headers={"Content-Type": variant[1], "Vary": "Accept"})
+            return _page(base / f"simple.{variant[0]}", variant)
+        project = normalize_name(rest[1])
+        if project != rest[1]:  # as PyPI does: the normalized name is the page's one URL
+            head, _, _ = request.path.rstrip("/").rpartition("/")
+            raise web.HTTPMovedPermanently(f"{head}/{project}/" + (f"?{request.query_string}"
+                                                                  if request.query_string else ""))
+        if base is None:
+            raise NotFound(f"{project} is not a project of this channel")
+        return _page(base / "p" / f"{project}.{variant[0]}", variant)
+    if rest[:1] == ["files"] and len(rest) == 2:
+        name = check_filename(rest[1])
+        if name.endswith(".metadata"):
+            gen = served.subdirs.get(PYPI_SUBDIR)
+            path = platform.publisher.subdir_dir(served.id, PYPI_SUBDIR, gen) / "m" / name if gen else None
+            if path is None or not path.is_file():
+                raise NotFound(f"no core metadata file {name} in channel {served.name!r}")
+            return web.FileResponse(path, headers={"Content-Type": "text/plain; charset=utf-8",
+                                                   "Cache-Control": INDEX_CACHE})
+        return await serve_file(request, platform, served, PYPI_SUBDIR, name)
+    raise NotFound(f"pypi/{'/'.join(rest)} is not served here (pypi/simple/ is the index)")
+
+
+PROTOCOLS["pypi"] = pypi

@@ -1,0 +1,180 @@
+"""Hosted python files: upload (validated), the PEP 503/691 simple API with PEP 592/658/700/714,
+file serving (HEAD, Range), and real pip and uv installing a project with a dependency."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import Api, Server
+from pybuilders import build_python_project
+
+from proxy.repo.pypi import negotiate
+
+CH = "py"
+PIP_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
+UV_ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    out = tmp_path_factory.mktemp("built")
+    return {
+        "dep": build_python_project(out / "dep", "tiny-dep", "1.0", summary="The dependency"),
+        "dep2": build_python_project(out / "dep2", "tiny-dep", "2.0", requires_python=">=3.8,<4"),
+        "app": build_python_project(out / "app", "Tiny.App", "2.0", requires=["tiny-dep>=1"],
+                                    license="MIT OR Apache-2.0", summary="The app", readme="# Tiny App\n\nHello.\n"),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    s = Server(tmp_path_factory.mktemp("data")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def hosted(server: Server, built: dict) -> str:
+    """Channel ``py`` with every built wheel and sdist uploaded; returns its simple index URL."""
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": CH})
+    for kinds in built.values():
+        api.upload(CH, kinds["wheel"], kinds["sdist"])
+    return f"{server.url}/api/repo/{CH}/pypi/simple/"
+
+
+def wheel_metadata(wheel: Path) -> bytes:
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA")))
+
+
+def test_negotiation_follows_q_values() -> None:
+    assert negotiate(PIP_ACCEPT)[0] == "json" and negotiate(UV_ACCEPT)[0] == "json"
+    assert negotiate("text/html")[0] == "html" and negotiate(None)[0] == "html" and negotiate("*/*")[0] == "html"
+    assert negotiate(f"text/html, {JSON};q=0.5")[0] == "html"
+    assert negotiate(f"text/html;q=0.4, {JSON};q=0.5")[0] == "json"
+    assert negotiate("application/vnd.pypi.simple.v1+html")[1] == "application/vnd.pypi.simple.v1+html"
+    assert negotiate("application/json") is None and negotiate(f"{JSON};q=0") is None
+    assert negotiate("text/html", "application/vnd.pypi.simple.latest+json")[0] == "json"
+
+
+def test_upload_stores_python_records(server: Server, hosted: str, built: dict) -> None:
+    api = Api(server)
+    art = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app").json()
+    assert art["type"] == "python" and art["name"] == "tiny-app" and art["latest_version"] == "2.0"
+    assert art["license"] == "MIT OR Apache-2.0" and art["summary"] == "The app" and art["subdirs"] == ["pypi"]
+    files = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/files").json()["items"]
+    assert sorted(f["filename"] for f in files) == sorted(built["app"][k].name for k in ("wheel", "sdist"))
+    readme = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/readme").json()
+    assert "Hello." in readme["content"]
+    deps = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/dependencies").json()
+    assert {d["spec"] for f in deps["files"] for d in f["depends"]} == {"tiny-dep>=1"}
+    assert {d["name"] for f in deps["files"] for d in f["depends"]} == {"tiny-dep"}
+    assert api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/cves").json()["ecosystem"] == "PyPI"
+
+
+def test_project_list_and_pages(server: Server, hosted: str, built: dict) -> None:
+    listing = requests.get(hosted, headers={"Accept": PIP_ACCEPT}, timeout=30)
+    assert listing.headers["Content-Type"] == JSON and "Accept" in listing.headers["Vary"]
+    doc = listing.json()
+    assert doc["meta"]["api-version"] == "1.1"
+    assert [p["name"] for p in doc["projects"]] == ["tiny-app", "tiny-dep"]
+    page = requests.get(hosted, headers={"Accept": "text/html"}, timeout=30)
+    assert page.headers["Content-Type"].startswith("text/html") and 'href="tiny-app/"' in page.text
+
+    r = requests.get(hosted + "tiny-dep/", headers={"Accept": UV_ACCEPT}, timeout=30)
+    doc = r.json()
+    assert doc["name"] == "tiny-dep" and doc["versions"] == ["1.0", "2.0"]
+    by_name = {f["filename"]: f for f in doc["files"]}
+    wheel = built["dep2"]["wheel"]
+    entry = by_name[wheel.name]
+    assert entry["hashes"] == {"sha256": hashlib.sha256(wheel.read_bytes()).hexdigest()}
+    assert entry["size"] == wheel.stat().st_size and entry["upload-time"].endswith("Z")
+    assert entry["requires-python"] == "<4,>=3.8" and entry["yanked"] is False
+    meta_sha = hashlib.sha256(wheel_metadata(wheel)).hexdigest()
+    assert entry["core-metadata"] == {"sha256": meta_sha} == entry["dist-info-metadata"]
+    # the file URL is relative to the page; its bytes, HEAD and Range
+    url = requests.compat.urljoin(r.url, entry["url"])
+    assert requests.get(url, timeout=30).content == wheel.read_bytes()
+    head = requests.head(url, timeout=30)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == wheel.stat().st_size
+    part = requests.get(url, headers={"Range": "bytes=0-9"}, timeout=30)
+    assert part.status_code == 206 and part.content == wheel.read_bytes()[:10]
+    # PEP 658: the core metadata verbatim
+    meta = requests.get(url + ".metadata", timeout=30)
+    assert meta.content == wheel_metadata(wheel) and hashlib.sha256(meta.content).hexdigest() == meta_sha
+
+    text = requests.get(hosted + "tiny-dep/", headers={"Accept": "text/html"}, timeout=30).text
+    assert f'data-requires-python="{html.escape("<4,>=3.8")}"' in text and "&lt;4,&gt;=3.8" in text
+    assert f'data-core-metadata="sha256={meta_sha}"' in text and f'data-dist-info-metadata="sha256={meta_sha}"' in text
+    assert f"../../files/{wheel.name}#sha256={entry['hashes']['sha256']}" in text
+    assert '<meta name="pypi:repository-version" content="1.1">' in text
+
+
+def test_urls_redirect_to_normalized_names(server: Server, hosted: str) -> None:
+    r = requests.get(hosted + "Tiny.App/", allow_redirects=False, timeout=30)
+    assert r.status_code == 301 and r.headers["Location"].endswith(f"/api/repo/{CH}/pypi/simple/tiny-app/")
+    r = requests.get(hosted + "tiny-app", allow_redirects=False, timeout=30)
+    assert r.status_code == 301 and r.headers["Location"].endswith("/pypi/simple/tiny-app/")
+    assert requests.get(hosted + "Tiny__App", timeout=30).json  # followed to the page
+    assert requests.get(hosted + "nothing-here/", timeout=30).status_code == 404
+    assert requests.get(hosted, headers={"Accept": "application/json"}, timeout=30).status_code == 406
+
+
+def test_bad_uploads_leave_nothing(server: Server, hosted: str, built: dict, tmp_path: Path) -> None:
+    api = Api(server)
+    blobs = server.data_dir / "blobs"
+    before = sorted(p.name for p in blobs.rglob("*") if p.is_file())
+    wheel = built["dep"]["wheel"]
+    cut = tmp_path / "cut" / wheel.name
+    cut.parent.mkdir()
+    cut.write_bytes(wheel.read_bytes()[: wheel.stat().st_size // 2])
+    r = api.upload(CH, cut, expect=422)
+    assert r["error"]["code"] == "invalid_package" and "not a readable" in r["error"]["message"]
+    other = tmp_path / "other-1.0-py3-none-any.whl"
+    other.write_bytes(wheel.read_bytes())
+    assert "names the project" in api.upload(CH, other, expect=422)["error"]["message"]
+    bare = tmp_path / "bare" / wheel.name
+    bare.parent.mkdir()
+    with zipfile.ZipFile(wheel) as zin, zipfile.ZipFile(bare, "w") as zout:
+        for info in zin.infolist():
+            if not info.filename.endswith("METADATA"):
+                zout.writestr(info, zin.read(info))
+    assert "METADATA" in api.upload(CH, bare, expect=422)["error"]["message"]
+    assert "subdir" in api.upload(CH, wheel, subdir="noarch", expect=422)["error"]["message"]
+    assert sorted(p.name for p in blobs.rglob("*") if p.is_file()) == before
+    api.get(f"/api/channels/{CH}/artifacts/python/other", expect=404)
+
+
+def _installed(target: Path) -> set[str]:
+    return {p.name.split("-")[0] for p in target.glob("*.dist-info")}
+
+
+def test_pip_installs_with_dependency(hosted: str, tmp_path: Path) -> None:
+    target = tmp_path / "pip"
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}
+    subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--index-url", hosted,
+                    "--target", str(target), "tiny-app"], check=True, capture_output=True, env=env, timeout=120)
+    assert _installed(target) == {"tiny_app", "tiny_dep"}
+    assert (target / "tiny_dep" / "__init__.py").read_text() == '__version__ = "2.0"\n'
+
+
+def test_uv_installs_with_dependency(hosted: str, tmp_path: Path) -> None:
+    target = tmp_path / "uv"
+    env = {**os.environ, "UV_NO_CONFIG": "1", "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+    r = subprocess.run(["uv", "pip", "install", "--index-url", hosted, "--target", str(target), "--python",
+                        sys.executable, "Tiny.App", "tiny-dep==1.0"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _installed(target) == {"tiny_app", "tiny_dep"}
+    assert (target / "tiny_dep" / "__init__.py").read_text() == '__version__ = "1.0"\n'
