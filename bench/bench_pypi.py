@@ -251,9 +251,23 @@ def served_type(url: str, headers: dict[str, str]) -> str:
     return r.headers.get("Content-Type", "?").split(";")[0]
 
 
-async def warm_page(url: str, headers: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its children (gunicorn's workers)."""
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
+
+
+async def warm_page(url: str, headers: dict[str, str], args: argparse.Namespace, pid: int) -> dict[str, Any]:
+    """Warm-up, then the measured run; adds the proxy's CPU seconds in it and its requests per CPU second."""
     await load(url, concurrency=args.concurrency, duration=min(2.0, args.seconds), headers=headers)  # warm-up
-    return await load(url, concurrency=args.concurrency, duration=args.seconds, headers=headers)
+    cpu0 = cpu_seconds(pid)
+    res = await load(url, concurrency=args.concurrency, duration=args.seconds, headers=headers)
+    res["cpu_s"] = round(cpu_seconds(pid) - cpu0, 2)
+    res["req_per_cpu_s"] = round(res["requests"] / res["cpu_s"], 1) if res["cpu_s"] else float("nan")
+    return res
 
 
 def wheel_url(http: requests.Session, page: str, filename: str) -> str:
@@ -312,7 +326,7 @@ def measure(proxy: Proxy, upstream: Upstream, args: argparse.Namespace) -> dict[
     page = f"{proxy.simple}{page_project}/"
     result: dict[str, Any] = {"cold_pages": cold_pages(proxy, [*upstream.projects, BIG_PROJECT])}
     for case, headers in (("html", HTML_HEADERS), ("json", JSON_HEADERS)):
-        res = asyncio.run(warm_page(page, headers, args))
+        res = asyncio.run(warm_page(page, headers, args, proxy.proc.pid))
         res["served"] = served_type(page, headers)
         result[case] = res
     result["cold_wheels"] = cold_wheels(proxy, upstream, args.cold_wheels)
@@ -334,6 +348,7 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
             r = res[case]
             rows.append({"proxy": name, "case": f"warm page, {case}", "served": r["served"], "req_s": r["req_s"],
                          "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"],
+                         "proxy cpu_s": r["cpu_s"], "req per cpu_s": r["req_per_cpu_s"],
                          "ours/this": _ratio(results.get("ours", {}).get(case, {}).get("req_s"), r["req_s"])})
     print_table(f"Warm project page ({args.concurrency} connections, {args.seconds:g} s per case; "
                 f"{os.cpu_count()} cores shared by proxy, upstream nginx and load generator)", rows)
