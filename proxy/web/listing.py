@@ -1,0 +1,87 @@
+"""The Packages tab's query: a channel's current files, filtered by column and paged in the
+database, so a page costs the same with 100,000 files as with 100."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import sqlalchemy as sa
+from multidict import MultiMapping
+
+from conda_platform_plugin.errors import BadRequest
+from conda_platform_plugin.names import ARTIFACT_TYPES
+
+from ..store.channels import Channel
+from ..store.files import FILE_COLUMNS
+from ..store.publish import CURRENT
+from ..store.tables import files
+
+#: the "uploaded" column's choices: within the last ...
+UPLOADED = {"1d": ("last day", 86400), "7d": ("last 7 days", 7 * 86400), "30d": ("last 30 days", 30 * 86400),
+            "365d": ("last year", 365 * 86400)}
+MAX_FILTER = 200
+
+
+@dataclass
+class Filters:
+    search: str = ""  # in the name or the summary
+    name: str = ""  # the name starts with
+    version: str = ""  # the version starts with
+    subdir: str = ""
+    type: str = ""
+    license: str = ""  # by meaning: MIT matches "MIT License"
+    uploaded: str = ""  # a key of UPLOADED
+
+    @classmethod
+    def from_query(cls, query: MultiMapping[str]) -> Filters:
+        values = {k: query.get(k, "").strip() for k in cls.__dataclass_fields__}
+        if any(len(v) > MAX_FILTER for v in values.values()):
+            raise BadRequest(f"filters are at most {MAX_FILTER} characters")
+        if values["type"] and values["type"] not in ARTIFACT_TYPES:
+            raise BadRequest(f"unknown type {values['type']!r}; known: {', '.join(ARTIFACT_TYPES)}")
+        if values["uploaded"] and values["uploaded"] not in UPLOADED:
+            raise BadRequest(f"unknown upload period {values['uploaded']!r}")
+        return cls(**values)
+
+    def query(self) -> dict[str, str]:
+        """The filters set, as query parameters (for paging links)."""
+        return {k: v for k, v in asdict(self).items() if v}
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_files(platform, channel: Channel, f: Filters, page: int, per_page: int,  # noqa: ANN001
+                     now: float | None = None) -> tuple[list[sa.Row], int]:
+    cond = (files.c.channel_id == channel.id) & CURRENT
+    if f.search:
+        pattern = f"%{_like(f.search.lower())}%"
+        cond &= sa.or_(files.c.name.like(pattern, escape="\\"),
+                       sa.func.lower(files.c.summary).like(pattern, escape="\\"))
+    if f.name:
+        cond &= files.c.name.like(f"{_like(f.name.lower())}%", escape="\\")
+    if f.version:
+        cond &= files.c.version.like(f"{_like(f.version)}%", escape="\\")
+    if f.subdir:
+        cond &= files.c.subdir == f.subdir
+    if f.type:
+        cond &= files.c.type == f.type
+    if f.uploaded:
+        cond &= files.c.uploaded_at >= (time.time() if now is None else now) - UPLOADED[f.uploaded][1]
+    if f.license:  # the license strings that normalise to a match, as the files API filters them
+        cond &= files.c.license.in_(await platform.files._licenses(cond, f.license, None))
+    async with platform.db.read() as conn:
+        total = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(cond))).scalar_one()
+        rows = (await conn.execute(sa.select(*FILE_COLUMNS).where(cond)
+                                   .order_by(files.c.name, files.c.subdir, files.c.filename)
+                                   .limit(per_page).offset((page - 1) * per_page))).all()
+    return rows, total
+
+
+async def subdirs(platform, channel: Channel) -> list[str]:  # noqa: ANN001
+    """The subdirs the channel has files in (the platform column's choices)."""
+    async with platform.db.read() as conn:
+        return sorted((await conn.execute(sa.select(files.c.subdir).where(files.c.channel_id == channel.id, CURRENT)
+                                          .distinct())).scalars().all())
