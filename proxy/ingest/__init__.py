@@ -46,7 +46,7 @@ def read_upload(received: Received, expect_subdir: str | None = None) -> NewFile
 
 
 def _register_all() -> None:
-    from . import conda, python  # noqa: F401 - each reader module registers itself
+    from . import conda, cran, python  # noqa: F401 - each reader module registers itself
 
 
 _register_all()

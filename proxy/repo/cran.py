@@ -1,0 +1,100 @@
+"""The CRAN repository protocol at ``/api/repo/<ch>[/<sub>]/cran/`` (what R's ``install.packages``
+and ``available.packages`` ask for): ``src/contrib/PACKAGES`` (+ ``.gz``), the newest version of
+each package at ``src/contrib/NAME_VERSION.tar.gz``, older ones at
+``src/contrib/Archive/NAME/NAME_VERSION.tar.gz``, binaries below ``bin/<os>/…/contrib/<R x.y>/``
+with their own PACKAGES (cran_index.contrib_path).
+
+Each cran subdir is rendered once per published generation by ``cran_index.CranRenderer`` into its
+directory: ``PACKAGES``, ``PACKAGES.gz`` and ``files.json`` (which file is listed, which archived:
+only those are served; files the channel policy excludes are neither). ``PACKAGES.rds`` is not
+written (R falls back to PACKAGES.gz when it is missing).
+
+Files of passive CRAN mirrors whose index gave no SHA256 (CRAN's never does) are fetched on their
+first request by :func:`proxy.mirror.cran_source.resolve` (MD5sum-verified), then served like any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from conda_platform_plugin.errors import NotFound
+from conda_platform_plugin.names import check_filename
+
+from ..mirror.cran_source import is_unresolved, resolve
+from .conda import INDEX_CACHE, PACKAGE_HEADERS, PROTOCOLS
+from .counted import CountedFileResponse, counted
+from .cran_index import INDEX_TYPES, LISTING, contrib_path, locate
+
+if TYPE_CHECKING:
+    from ..platform import Platform
+    from ..store.serving import Served
+
+#: the file listings of this many recent renders are kept parsed in memory
+LISTINGS = 16
+
+
+# -- serving -----------------------------------------------------------------------------------
+_listings: OrderedDict[Path, tuple[set[str], dict[str, str]]] = OrderedDict()
+
+
+def _listing(directory: Path) -> tuple[set[str], dict[str, str]]:
+    hit = _listings.get(directory)
+    if hit is None:
+        path = directory / LISTING
+        if not path.is_file():
+            raise NotFound("this CRAN index is not rendered")
+        doc = orjson.loads(path.read_bytes())
+        hit = _listings[directory] = (set(doc["current"]), doc["archive"])
+        while len(_listings) > LISTINGS:
+            _listings.popitem(last=False)
+    return hit
+
+
+async def handle(request: web.Request, platform: Platform, served: Served, rest: list[str]) -> web.StreamResponse:
+    subdir, tail = locate(rest)
+    gen = served.subdirs.get(subdir)
+    if gen is None:
+        raise NotFound(f"channel {served.name!r} has no R packages at cran/{contrib_path(subdir)}")
+    directory = platform.publisher.subdir_dir(served.id, subdir, gen)
+    if len(tail) == 1 and tail[0] in INDEX_TYPES:
+        path = directory / tail[0]
+        if not path.is_file():
+            raise NotFound(f"{tail[0]} is not rendered")
+        return web.FileResponse(path, headers={"Content-Type": INDEX_TYPES[tail[0]], "Cache-Control": INDEX_CACHE})
+    current, archive = await asyncio.to_thread(_listing, directory)
+    if len(tail) == 1 and tail[0] in current:
+        filename = tail[0]
+    elif len(tail) == 3 and tail[0] == "Archive" and archive.get(tail[2]) == tail[1]:
+        filename = tail[2]
+    else:
+        raise NotFound(f"cran/{'/'.join(rest)} not found in channel {served.name!r}")
+    check_filename(filename)
+    return await _package(request, platform, served, subdir, filename)
+
+
+async def _package(request: web.Request, platform: Platform, served: Served, subdir: str,
+                   filename: str) -> web.StreamResponse:
+    row = await platform.files.published(served.id, served.gen, subdir, filename)
+    if row is None:
+        raise NotFound(f"{subdir}/{filename} not found in channel {served.name!r}")
+    count = partial(platform.downloads.count, served.id, subdir, filename)
+    if is_unresolved(row.sha256) and row.source_url:
+        if request.method == "HEAD":  # no download just to answer a probe; the size is not known yet
+            return web.Response(headers=PACKAGE_HEADERS)
+        row = await resolve(platform, filename.split("_", 1)[0], row.sha256, row.source_url, row.md5)
+    path = platform.blobs.path(row.sha256)
+    if not path.is_file():
+        if row.source_url:  # a passive mirror's file with a known sha256: the one on-demand fetcher
+            return counted(request, await platform.fetcher.respond(request, row, PACKAGE_HEADERS), path, count)
+        raise NotFound(f"the bytes of {subdir}/{filename} are not stored on this server")
+    return CountedFileResponse(path, count, dict(PACKAGE_HEADERS))
+
+
+PROTOCOLS["cran"] = handle
