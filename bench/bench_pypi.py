@@ -321,16 +321,30 @@ def upstream_sha256(upstream: Upstream, project: str, filename: str) -> str:
     return hashlib.sha256((upstream.root / "files" / project / filename).read_bytes()).hexdigest()
 
 
-def measure(proxy: Proxy, upstream: Upstream, args: argparse.Namespace) -> dict[str, Any]:
+def measure(proxies: dict[str, Proxy], upstream: Upstream, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every figure of every proxy; the warm-page runs interleaved over rounds (medians reported)."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, proxy in proxies.items():
+        results[name] = {"cold_pages": cold_pages(proxy, [*upstream.projects, BIG_PROJECT])}
     page_project = upstream.projects[0]
-    page = f"{proxy.simple}{page_project}/"
-    result: dict[str, Any] = {"cold_pages": cold_pages(proxy, [*upstream.projects, BIG_PROJECT])}
-    for case, headers in (("html", HTML_HEADERS), ("json", JSON_HEADERS)):
-        res = asyncio.run(warm_page(page, headers, args, proxy.proc.pid))
-        res["served"] = served_type(page, headers)
-        result[case] = res
-    result["cold_wheels"] = cold_wheels(proxy, upstream, args.cold_wheels)
-    return result
+    cases = (("html", HTML_HEADERS), ("json", JSON_HEADERS))
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rnd in range(args.rounds):
+        for case, headers in cases:
+            for name, proxy in proxies.items():
+                res = asyncio.run(warm_page(f"{proxy.simple}{page_project}/", headers, args, proxy.proc.pid))
+                runs.setdefault((name, case), []).append(res)
+                print(f"  round {rnd + 1}/{args.rounds} {case} {name}: {res['req_s']:,.0f} req/s", flush=True)
+    for (name, case), done in runs.items():
+        done.sort(key=lambda r: r["req_s"])
+        median = dict(done[len(done) // 2])
+        median["all_req_s"] = [r["req_s"] for r in done]
+        median["errors"] = sum(r["errors"] for r in done)
+        median["served"] = served_type(f"{proxies[name].simple}{page_project}/", dict(cases)[case])
+        results[name][case] = median
+    for name, proxy in proxies.items():
+        results[name]["cold_wheels"] = cold_wheels(proxy, upstream, args.cold_wheels)
+    return results
 
 
 # --------------------------------------------------------------------------- report
@@ -347,10 +361,12 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
         for case in ("html", "json"):
             r = res[case]
             rows.append({"proxy": name, "case": f"warm page, {case}", "served": r["served"], "req_s": r["req_s"],
+                         "req_s of the runs": " / ".join(f"{x:,.0f}" for x in r["all_req_s"]),
                          "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"],
                          "proxy cpu_s": r["cpu_s"], "req per cpu_s": r["req_per_cpu_s"],
                          "ours/this": _ratio(results.get("ours", {}).get(case, {}).get("req_s"), r["req_s"])})
-    print_table(f"Warm project page ({args.concurrency} connections, {args.seconds:g} s per case; "
+    print_table(f"Warm project page (median of {args.rounds} interleaved runs of {args.seconds:g} s, "
+                f"{args.concurrency} connections; "
                 f"{os.cpu_count()} cores shared by proxy, upstream nginx and load generator)", rows)
 
     rows = []
@@ -382,8 +398,10 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
             (f"cold {BIG_PROJECT} wheel (1 / s)", res["cold_wheels"]["big_s"], ours["cold_wheels"]["big_s"]),
         ):
             ratio = _ratio(mine, theirs)
-            rows.append({"figure": label, "vs": name, "ours/theirs": ratio, "goal": f"≥ {GOAL:g}",
-                         "ok": "yes" if ratio >= GOAL else "NO"})
+            ok = "yes" if ratio >= GOAL else "NO"
+            if label.startswith("cold") and proxies["ours"].mode == "hosted":
+                ok = "n/a: ours is hosted (a local file, no upstream fetch)"
+            rows.append({"figure": label, "vs": name, "ours/theirs": ratio, "goal": f"≥ {GOAL:g}", "ok": ok})
     print_table("Goals: ours ≥ 1.0× each proxy", rows)
 
 
@@ -392,7 +410,8 @@ def main() -> int:
     parser.add_argument("--projects", type=int, default=200)
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--big-mb", type=int, default=20, help="payload of the big wheel")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per warm-page case")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per warm-page run")
+    parser.add_argument("--rounds", type=int, default=3, help="warm-page runs per case and proxy, interleaved")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--cold-wheels", type=int, default=30, help="distinct small wheels fetched cold")
     parser.add_argument("--servers", default="ours,proxpi,devpi")
@@ -427,10 +446,7 @@ def main() -> int:
                     raise SystemExit(f"unknown server {name!r}")
                 proxies[name] = proxy
                 print(f"{name} {proxy.version}: {proxy.simple} ({'; '.join(proxy.notes)})", flush=True)
-                try:
-                    results[name] = measure(proxy, upstream, args)
-                finally:
-                    stop(proxy.proc)
+            results = measure(proxies, upstream, args)
     finally:
         for proxy in proxies.values():
             stop(proxy.proc)

@@ -44,7 +44,8 @@ class Upstream:
 
 
 def project_name(i: int) -> str:
-    return f"benchproj-{i:04d}"
+    """``bench-proj0007``: normalized names with a '-', files with a '_' (``bench_proj0007-1.0.0.tar.gz``)."""
+    return f"bench-proj{i:04d}"
 
 
 def _dist(name: str) -> str:
@@ -121,7 +122,7 @@ def _project_page(name: str, links: list[tuple[Path, str | None]]) -> str:
 
 def make_upstream(base: Path, projects: int, versions: int, big_mb: int) -> Upstream:
     """Build (or reuse) the tree under ``base``/pypi-upstream-P×V-bigM/."""
-    root = base / f"pypi-upstream-{projects}x{versions}-big{big_mb}"
+    root = base / f"pypi-upstream-v2-{projects}x{versions}-big{big_mb}"
     names = [project_name(i) for i in range(projects)]
     big_wheel = f"{_dist(BIG_PROJECT)}-1.0-py3-none-any.whl"
     big_path = root / "files" / BIG_PROJECT / big_wheel
