@@ -55,6 +55,70 @@ SHARD_ZSTD_LEVEL = -1
 _COPY = 1 << 30
 
 
+def shard_records(kept: Sequence[tuple[Row, dict]]) -> tuple[dict, dict, int]:
+    """One name's CEP-16 maps ``packages`` and ``packages.conda`` (filename -> record, its digests
+    turned into bytes in place, as CEP-16 wants) and the newest record timestamp (0: none).
+    Shared by the renderer and the shard worker process, so both make the very same shard bytes."""
+    tar: dict = {}
+    conda: dict = {}
+    newest = 0
+    for r, d in kept:
+        fn = r[1]
+        if fn.endswith(".conda"):
+            conda[fn] = d
+        else:
+            tar[fn] = d
+        value = d.get("timestamp")
+        if value:
+            if value.__class__ is not int:
+                try:
+                    value = int(value)
+                except (TypeError, ValueError):
+                    value = 0
+            if value > newest:
+                newest = value
+        value = d.get("sha256")
+        if value.__class__ is str:
+            try:  # noqa: SIM105 - contextlib.suppress costs 0.2 s per 500,000 records
+                d["sha256"] = bytes.fromhex(value)
+            except ValueError:
+                pass
+        value = d.get("md5")
+        if value.__class__ is str:
+            try:  # noqa: SIM105 - contextlib.suppress costs 0.2 s per 500,000 records
+                d["md5"] = bytes.fromhex(value)
+            except ValueError:
+                pass
+    return tar, conda, newest
+
+
+class ShardPack:
+    """Appends one render's new CEP-16 shards to its ``shards.pack``."""
+
+    def __init__(self, path: Path, gen: int):
+        self.gen = gen
+        self.file = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.pos = 0
+        self._compress = zstandard.ZstdCompressor(level=SHARD_ZSTD_LEVEL).compress
+        self._encode = msgspec.msgpack.Encoder().encode
+
+    def add(self, tar: dict, conda: dict, old: tuple[bytes, Sequence[int]] | None = None
+            ) -> tuple[bytes, Sequence[int]]:
+        """Returns the shard's sha256 and where it is: (pack generation, offset, length); an
+        unchanged shard (same digest as ``old``) stays where it was."""
+        data = self._compress(self._encode({"packages": tar, "packages.conda": conda, "removed": []}))
+        digest = hashlib.sha256(data).digest()
+        if old is not None and old[0] == digest:
+            return digest, old[1]
+        self.file.write(data)
+        loc = (self.gen, self.pos, len(data))
+        self.pos += len(data)
+        return digest, loc
+
+    def close(self) -> None:
+        self.file.close()
+
+
 
 #: rows fed per name: (name, filename, record JSON, version, mirror_id, ...)
 Row = Sequence
@@ -216,7 +280,14 @@ class SubdirRenderer:
     """Feed it the rows of the names that changed (all names for a full render), then finish()."""
 
     def __init__(self, out_dir: Path, gen: int, subdir: str, previous: Previous | None, full: bool,
-                 exclude: Exclude | None = None, policy: str | None = None, sign: Sign | None = None):
+                 exclude: Exclude | None = None, policy: str | None = None, sign: Sign | None = None,
+                 external_shards: bool = False):
+        """``external_shards``: a full render whose shards (the records parsed, the pack written to
+        ``tmp / PACK``) another process makes at the same time (``render_worker``); the rows are then
+        not parsed here (unless signed) and ``adopt_shards`` takes that process's result before
+        ``finish``. Without a policy only: the exclusions must be known to both."""
+        assert not external_shards or (full and exclude is None)
+        self.external = external_shards
         self.subdir = subdir
         self.sign = sign
         self.gen = gen
@@ -262,13 +333,11 @@ class SubdirRenderer:
         self.counts: array = new["counts"]
         self.stats = RenderStats()
         self._cctx = zstandard.ZstdCompressor(level=SHARD_ZSTD_LEVEL)
-        self._encode = msgspec.msgpack.Encoder().encode
         self._done: set[str] = set()
         self.version_keys: dict[str, tuple] = {}
         self.current: set[str] = set()  # the version strings that are current in the last name fed
         self.timestamp = 0  # the newest record timestamp of the last name fed
-        self._pack = open(self.tmp / PACK, "wb")  # noqa: SIM115 - closed in finish()/abort()
-        self._pack_pos = 0
+        self._pack = None if external_shards else ShardPack(self.tmp / PACK, gen)
 
     # -- unchanged names -----------------------------------------------------------------------
     def _keep_old_until(self, name: str | None) -> None:
@@ -336,8 +405,12 @@ class SubdirRenderer:
             self._old_i += 1
         if not rows:
             return []
-        loads = orjson.loads
-        kept = [(r, loads(r[2])) for r in rows]
+        parse = not self.external or self.sign is not None
+        if parse:
+            loads = orjson.loads
+            kept = [(r, loads(r[2])) for r in rows]
+        else:  # the shard worker parses them
+            kept = [(r, None) for r in rows]
         if self.exclude is not None:
             local = {r[1]: d for r, d in kept if r[4] is None}
             dropped = set(self.exclude(local)) if local else set()
@@ -360,57 +433,28 @@ class SubdirRenderer:
             current = {v for v in versions if vkeys[v] == latest}
         self.current = current
         dumps = orjson.dumps
-        # signed before the digests below become bytes: over the record exactly as repodata shows it
-        signatures = self.sign([(r[2], d) for r, d in kept]) if self.sign is not None else None
-        sigs: list = []
-        cur_sigs: list = []
+        # signed before the digests become bytes (shard_records): over the record as repodata shows it
+        if self.sign is not None:
+            signatures = self.sign([(r[2], d) for r, d in kept])
+            sigs = [dumps(r[1]) + b":" + sig for (r, _), sig in zip(kept, signatures)]
+            cur_sigs = [sig for (r, _), sig in zip(kept, sigs) if r[3] in current]
+        else:
+            sigs = cur_sigs = []
         tar: list = []
         conda: list = []
         cur_tar: list = []
         cur_conda: list = []
-        shard_tar: dict = {}
-        shard_conda: dict = {}
-        newest = 0
-        for i, (r, d) in enumerate(kept):
+        for r, _ in kept:
             fn = r[1]
             entry = dumps(fn) + b":" + r[2]
-            if signatures is not None:
-                sig = dumps(fn) + b":" + signatures[i]
-                sigs.append(sig)
-                if r[3] in current:
-                    cur_sigs.append(sig)
             if fn.endswith(".conda"):
                 conda.append(entry)
                 if r[3] in current:
                     cur_conda.append(entry)
-                shard_conda[fn] = d
             else:
                 tar.append(entry)
                 if r[3] in current:
                     cur_tar.append(entry)
-                shard_tar[fn] = d
-            value = d.get("timestamp")
-            if value:
-                if value.__class__ is not int:
-                    try:
-                        value = int(value)
-                    except (TypeError, ValueError):
-                        value = 0
-                if value > newest:
-                    newest = value
-            value = d.get("sha256")
-            if value.__class__ is str:
-                try:  # noqa: SIM105 - contextlib.suppress costs 0.2 s per 500,000 records
-                    d["sha256"] = bytes.fromhex(value)
-                except ValueError:
-                    pass
-            value = d.get("md5")
-            if value.__class__ is str:
-                try:  # noqa: SIM105 - contextlib.suppress costs 0.2 s per 500,000 records
-                    d["md5"] = bytes.fromhex(value)
-                except ValueError:
-                    pass
-        self.timestamp = newest
         for s, chunks in zip(SECTIONS, (tar, conda, cur_tar, cur_conda, sigs, cur_sigs)):
             if chunks:
                 body = b",".join(chunks)
@@ -419,22 +463,24 @@ class SubdirRenderer:
             else:
                 self.lens[s].append(0)
         self.names.append(name)
-        self._shard(shard_tar, shard_conda, old_shard)
+        if self._pack is not None:
+            shard_tar, shard_conda, self.timestamp = shard_records(kept)
+            digest, loc = self._pack.add(shard_tar, shard_conda, old_shard)
+            self.shards += digest
+            self.locs.extend(loc)
+        else:
+            self.timestamp = 0  # the shard worker knows it (adopt_shards)
         self.counts.append(len(kept))
         self.stats.records += len(kept)
         self.stats.rendered_names += 1
         return kept
 
-    def _shard(self, tar: dict, conda: dict, old: tuple[bytes, array] | None) -> None:
-        data = self._cctx.compress(self._encode({"packages": tar, "packages.conda": conda, "removed": []}))
-        digest = hashlib.sha256(data).digest()
-        if old is not None and old[0] == digest:
-            self.locs.extend(old[1])  # the same shard as before: it stays where it is
-        else:
-            self._pack.write(data)
-            self.locs.extend((self.gen, self._pack_pos, len(data)))
-            self._pack_pos += len(data)
-        self.shards += digest
+    def adopt_shards(self, names: list[str], digests: bytes, locs: array) -> None:
+        """External shards: the worker's result, for the very names fed here."""
+        if names != self.names:
+            raise RuntimeError(f"the shard worker saw {len(names)} names, the render {len(self.names)}")
+        self.shards += digests
+        self.locs.extend(locs)
 
     # -- finishing -----------------------------------------------------------------------------
     def finish(self) -> RenderStats:
@@ -475,7 +521,10 @@ class SubdirRenderer:
                   "shards": self.shards, "locs": self.locs, "counts": self.counts, "policy": self.policy}
         (self.tmp / LAYOUT).write_bytes(_encode_layout(layout))
         self.stats.names = len(self.names)
-        self._pack.close()
+        if self._pack is not None:
+            self._pack.close()
+        if len(self.shards) != 32 * len(self.names):
+            raise RuntimeError("a render without the shards of every name")
         self.stats.shards_written = self.locs[0::3].count(self.gen)
         if self.out_dir.exists():  # a render of this generation that a crash left half-published
             shutil.rmtree(self.out_dir)
@@ -492,7 +541,8 @@ class SubdirRenderer:
         for fd in self._old_files.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._pack.close()
+        if self._pack is not None:
+            self._pack.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
