@@ -11,8 +11,8 @@ that any static server can serve with no work per request:
 
 Wheels are written directly with zipfile (a wheel is a zip with METADATA, WHEEL and RECORD): a
 thousand files take a second or two, where building each with a build backend would take minutes.
-One project (``BIG_PROJECT``) has a single wheel with an incompressible payload, for the cold
-fetch. The tree is cached under bench/out/ (a ``.done`` marker says it is complete).
+A few more projects (``bench-big0``, ``bench-big1``, ...) have a single wheel each with an incompressible
+payload, for the cold fetch of a big file. The tree is cached under bench/out/ (a ``.done`` marker says it is complete).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-BIG_PROJECT = "bench-big"
 REQUIRES_PYTHON = ">=3.8"
 
 
@@ -39,8 +38,11 @@ class Upstream:
     root: Path
     projects: list[str]
     versions: int
-    big_wheel: str
-    big_sha256: str
+    big: list[tuple[str, str, str]]  # (project, wheel filename, sha256) of each big wheel
+
+    @property
+    def all_projects(self) -> list[str]:
+        return [*self.projects, *(b[0] for b in self.big)]
 
 
 def project_name(i: int) -> str:
@@ -120,19 +122,22 @@ def _project_page(name: str, links: list[tuple[Path, str | None]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_upstream(base: Path, projects: int, versions: int, big_mb: int) -> Upstream:
-    """Build (or reuse) the tree under ``base``/pypi-upstream-P×V-bigM/."""
-    root = base / f"pypi-upstream-v2-{projects}x{versions}-big{big_mb}"
+def make_upstream(base: Path, projects: int, versions: int, big_mb: int, big_count: int) -> Upstream:
+    """Build (or reuse) the tree under ``base``/pypi-upstream-v3-P×V-bigM×B/."""
+    root = base / f"pypi-upstream-v3-{projects}x{versions}-big{big_mb}x{big_count}"
     names = [project_name(i) for i in range(projects)]
-    big_wheel = f"{_dist(BIG_PROJECT)}-1.0-py3-none-any.whl"
-    big_path = root / "files" / BIG_PROJECT / big_wheel
+    bigs = [f"bench-big{i}" for i in range(big_count)]
     if not (root / ".done").is_file():
         shutil.rmtree(root, ignore_errors=True)
-        for name in names:
+        for name in [*names, *bigs]:
             files = root / "files" / name
             files.mkdir(parents=True)
             links: list[tuple[Path, str | None]] = []
-            for v in range(versions):
+            if name in bigs:
+                wheel, meta = write_wheel(files, name, "1.0", payload=os.urandom(big_mb * 1_000_000))
+                (files / f"{wheel.name}.metadata").write_bytes(meta)
+                links.append((wheel, hashlib.sha256(meta).hexdigest()))
+            for v in range(versions if name in names else 0):
                 version = f"1.{v}.0"
                 wheel, meta = write_wheel(files, name, version)
                 (files / f"{wheel.name}.metadata").write_bytes(meta)
@@ -140,15 +145,13 @@ def make_upstream(base: Path, projects: int, versions: int, big_mb: int) -> Upst
             page = root / "simple" / name
             page.mkdir(parents=True)
             (page / "index.html").write_text(_project_page(name, links))
-        (root / "files" / BIG_PROJECT).mkdir(parents=True)
-        wheel, meta = write_wheel(big_path.parent, BIG_PROJECT, "1.0", payload=os.urandom(big_mb * 1_000_000))
-        (big_path.parent / f"{wheel.name}.metadata").write_bytes(meta)
-        (root / "simple" / BIG_PROJECT).mkdir(parents=True)
-        (root / "simple" / BIG_PROJECT / "index.html").write_text(
-            _project_page(BIG_PROJECT, [(wheel, hashlib.sha256(meta).hexdigest())]))
-        listing = "".join(f'<a href="{n}/">{n}</a><br>\n' for n in [*names, BIG_PROJECT])
+        listing = "".join(f'<a href="{n}/">{n}</a><br>\n' for n in [*names, *bigs])
         (root / "simple" / "index.html").write_text(
             "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.0\">"
             f"<title>Simple index</title></head><body>\n{listing}</body></html>\n")
         (root / ".done").write_text("ok\n")
-    return Upstream(root=root, projects=names, versions=versions, big_wheel=big_wheel, big_sha256=_sha256(big_path))
+    big = []
+    for name in bigs:
+        wheel = f"{_dist(name)}-1.0-py3-none-any.whl"
+        big.append((name, wheel, _sha256(root / "files" / name / wheel)))
+    return Upstream(root=root, projects=names, versions=versions, big=big)
