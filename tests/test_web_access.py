@@ -1,0 +1,123 @@
+"""The web pages' access rules over HTTP (no browser): each page declares a permission checked by
+the API's own Auth.authorize with the session cookie's identity; a private channel is a 404 to
+strangers; forms need the session's form token and our own origin; an ended token ends the
+session; the API and Swagger stay where they were; web writes are audited."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import requests
+from builders import build_conda_package
+from conftest import Api, Server
+
+from proxy.api.routing import AUTH, PERMISSIONS
+from proxy.web.pages import pages
+
+
+@pytest.fixture
+def world(server: Server, api: Api, tmp_path: Path) -> dict:
+    api.post("/api/channels", json={"name": "open"}, expect=201)
+    api.post("/api/channels", json={"name": "team", "private": True}, expect=201)
+    api.upload("team", build_conda_package(tmp_path, "secret", "1.0"))
+    tokens = {}
+    for user, grant in (("rita", "channel.read:team"), ("mia", "channel.manage:team")):
+        api.post("/api/users", json={"name": user}, expect=201)
+        api.post(f"/api/users/{user}/grants", json={"permission": grant})
+        tokens[user] = api.post("/api/tokens", json={"user": user}, expect=201).json()["token"]
+    return tokens
+
+
+def browser_session(server: Server, token: str | None) -> requests.Session:
+    s = requests.Session()
+    if token:
+        r = s.post(server.url + "/signin", data={"token": token}, allow_redirects=False)
+        assert r.status_code == 303, r.text
+        assert "HttpOnly" in r.headers["Set-Cookie"] and "SameSite=Strict" in r.headers["Set-Cookie"]
+    return s
+
+
+def form_token(s: requests.Session, server: Server) -> str:
+    return re.search(r'name="csrf" value="([0-9a-f]+)"', s.get(server.url + "/channels").text).group(1)
+
+
+def test_every_page_declares_a_known_permission() -> None:
+    assert len(pages.pages) > 30
+    for p in pages.pages:
+        assert p.permission in PERMISSIONS, p
+        if "{channel}" in p.path:
+            assert p.permission.startswith("channel."), p  # checked against that channel
+
+
+def test_anonymous_sees_public_channels_read_only(server: Server, world: dict) -> None:
+    anon = browser_session(server, None)
+    page = anon.get(server.url + "/channels")
+    assert page.status_code == 200 and "open" in page.text and "team" not in page.text
+    assert "Create channel" not in page.text and "Sign in" in page.text
+    assert anon.get(server.url + "/channels/open").status_code == 200
+    hidden = anon.get(server.url + "/channels/team")
+    assert hidden.status_code == 404 and "text/html" in hidden.headers["Content-Type"]
+    assert "secret" not in hidden.text
+    assert anon.get(server.url + "/channels/team/packages/conda/secret").status_code == 404
+    # a page that needs a token sends to the sign-in page, a form post is refused
+    r = anon.get(server.url + "/channels/open/settings", allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/signin?next=/channels/open/settings"
+    assert anon.post(server.url + "/channels/open/freeze").status_code == 401
+    assert Api(server).get("/api/channels/open").json()["frozen"] is False
+
+
+def test_roles_and_forms(server: Server, world: dict) -> None:
+    rita = browser_session(server, world["rita"])
+    assert rita.get(server.url + "/channels/team").status_code == 200
+    assert rita.get(server.url + "/channels/team/settings").status_code == 403
+    token = form_token(rita, server)
+    assert rita.post(server.url + "/channels/team/freeze", data={"csrf": token}).status_code == 403
+    mia = browser_session(server, world["mia"])
+    token = form_token(mia, server)
+    # no form token, a wrong one, or another site's origin: refused, nothing changes
+    assert mia.post(server.url + "/channels/team/freeze").status_code == 403
+    assert mia.post(server.url + "/channels/team/freeze", data={"csrf": "0" * 40}).status_code == 403
+    r = mia.post(server.url + "/channels/team/freeze", data={"csrf": token}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    assert Api(server).get("/api/channels/team").json()["frozen"] is False
+    r = mia.post(server.url + "/channels/team/freeze", data={"csrf": token}, allow_redirects=False)
+    assert r.status_code == 303
+    assert Api(server).get("/api/channels/team").json()["frozen"] is True
+    audit = Api(server).get("/api/audit").json()["items"]
+    assert any(a["actor"] == "mia" and a["action"] == "WEB POST /channels/{channel}/freeze" and a["status"] == 303
+               for a in audit)
+    # a channel manager may not create top-level channels, only subchannels of theirs
+    assert mia.post(server.url + "/channels", data={"csrf": token, "name": "mine"}).status_code == 403
+    r = mia.post(server.url + "/channels", data={"csrf": token, "name": "team/sub"}, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/channels/team/subchannels/sub"
+
+
+def test_sign_in_errors_and_ended_sessions(server: Server, api: Api) -> None:
+    s = requests.Session()
+    r = s.post(server.url + "/signin", data={"token": "cpt_nope"})
+    assert r.status_code == 401 and "invalid token" in r.text and "cp_session" not in s.cookies
+    r = s.post(server.url + "/signin", data={"token": server.admin_token, "next": "https://evil.example/"},
+               allow_redirects=False)
+    assert r.headers["Location"] == "/channels"  # only local targets
+    created = api.post("/api/tokens", json={"description": "short"}, expect=201).json()
+    ended = browser_session(server, created["token"])
+    assert ended.get(server.url + "/policies").status_code == 200
+    api.request("DELETE", f"/api/tokens/{created['id']}")
+    server.app[AUTH].invalidate()  # (the identity cache would keep it for IDENTITY_TTL seconds)
+    r = ended.get(server.url + "/policies", allow_redirects=False)
+    assert r.status_code == 303 and "ended=1" in r.headers["Location"]
+    assert "cp_session" not in ended.cookies
+
+
+def test_api_swagger_and_assets_stay(server: Server) -> None:
+    assert requests.get(server.url + "/api/channels").headers["Content-Type"].startswith("application/json")
+    assert requests.get(server.url + "/swagger/ui").status_code == 200
+    css = requests.get(server.url + "/static/style.css")
+    assert css.status_code == 200 and "http" not in css.text.replace("http-equiv", "")
+    page = requests.get(server.url + "/channels")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert not re.findall(r'(?:src|href)="https?://', page.text)
+    assert requests.get(server.url + "/cron.json", params={"expr": "0 3 * * *"}).json() == {
+        "valid": True, "text": "every day at 03:00 UTC"}
