@@ -5,6 +5,8 @@ machine (else a hand-made binary layout with ``Built:``), and a CRAN-style repos
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import shutil
 import subprocess
@@ -14,7 +16,8 @@ from pathlib import Path
 
 from builders import FIXED_MTIME
 
-from conda_platform_plugin.rformats import render_dcf
+from conda_platform_plugin.rformats import read_r_package, render_dcf
+from proxy.repo.cran_index import render_packages
 
 RSCRIPT = shutil.which("Rscript")
 R = shutil.which("R")
@@ -119,3 +122,26 @@ def r_install_build(source: Path, out_dir: Path) -> Path:
 def rscript(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run R code; the completed process (stdout/stderr as text)."""
     return subprocess.run([RSCRIPT, "--vanilla", "-e", code], capture_output=True, text=True, timeout=timeout)
+
+
+def write_cran_repo(root: Path, packages: list[Path], *, sha256: bool = False) -> Path:
+    """A CRAN-style repository directory: the tarballs in ``src/contrib`` with PACKAGES and
+    PACKAGES.gz as write_PACKAGES writes them (MD5sum; ``sha256``: also SHA256, as R-hub's have)."""
+    contrib = Path(root) / "src" / "contrib"
+    contrib.mkdir(parents=True, exist_ok=True)
+    records = []
+    for path in packages:
+        target = contrib / path.name
+        if path.resolve() != target.resolve():
+            shutil.copyfile(path, target)
+        desc = read_r_package(target, target.name).description
+        data = target.read_bytes()
+        rec = {**desc, "MD5sum": hashlib.md5(data).hexdigest()}
+        if sha256:
+            rec["SHA256"] = hashlib.sha256(data).hexdigest()
+        records.append(rec)
+    records.sort(key=lambda r: r["Package"].lower())
+    text = render_packages(records)  # (SHA256 is one of the fields kept, after MD5sum, as R-hub's have it)
+    (contrib / "PACKAGES").write_text(text)
+    (contrib / "PACKAGES.gz").write_bytes(gzip.compress(text.encode(), mtime=0))
+    return contrib

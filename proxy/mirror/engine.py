@@ -338,7 +338,7 @@ class MirrorEngine:
             self._step(live, "discover", "finding the subdirs of the source")
             subdirs = await self._interruptible(live, source.subdirs())
         else:
-            subdirs = sorted(set(mirror.subdirs) | {"noarch"})
+            subdirs = sorted(set(mirror.subdirs) | ({"noarch"} if mirror.type == "conda" else set()))
         indexes: list[Index] = []
         for subdir in subdirs:
             self._step(live, "fetch", f"fetching index of {subdir}")

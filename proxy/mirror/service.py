@@ -23,6 +23,7 @@ from ..store.publish import CURRENT
 from ..store.tables import channels, files, mirror_filtered
 from ..store.times import iso_time
 from .clock import DEFAULT_CRON, check_cron, next_run
+from .cran_source import check_subdirs as check_cran_subdirs
 from .engine import MirrorEngine
 from .http import redact
 
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from ..platform import Platform
 
 MODES = ("passive", "active")
-TYPES = ("conda",)
+TYPES = ("conda", "cran")
 EDITABLE = {"name", "source_url", "subdirs", "cron", "concurrency", "policy", "type"}
 FIELDS = EDITABLE | {"mode", "run_now"}
 MAX_CONCURRENCY = 64
@@ -137,7 +138,7 @@ class Mirrors:
         mode = check_choice(body.get("mode", "passive"), "mode", MODES)
         type_ = check_choice(body.get("type", "conda"), "type", TYPES)
         source = check_source_url(body.get("source_url"))
-        subdirs = check_subdirs(body.get("subdirs"))
+        subdirs = (check_cran_subdirs if type_ == "cran" else check_subdirs)(body.get("subdirs"))
         cron = check_cron(body.get("cron", DEFAULT_CRON))
         concurrency = check_concurrency(body.get("concurrency", 4))
         run_now = _flag(body.get("run_now", False), "run_now")
@@ -168,7 +169,7 @@ class Mirrors:
         if "source_url" in body:
             values["source_url"] = check_source_url(body["source_url"])
         if "subdirs" in body:
-            values["subdirs"] = check_subdirs(body["subdirs"])
+            values["subdirs"] = (check_cran_subdirs if m.type == "cran" else check_subdirs)(body["subdirs"])
         if "cron" in body:
             values["cron"] = check_cron(body["cron"])
             values["next_run_at"] = next_run(values["cron"], self.engine.clock.now())
