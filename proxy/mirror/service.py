@@ -26,13 +26,14 @@ from .clock import DEFAULT_CRON, check_cron, next_run
 from .cran_source import check_subdirs as check_cran_subdirs
 from .engine import MirrorEngine
 from .http import redact
+from .pypi_source import check_projects
 
 if TYPE_CHECKING:
     from ..platform import Platform
 
 MODES = ("passive", "active")
-TYPES = ("conda", "cran")
-EDITABLE = {"name", "source_url", "subdirs", "cron", "concurrency", "policy", "type"}
+TYPES = ("conda", "python", "cran")
+EDITABLE = {"name", "source_url", "subdirs", "cron", "concurrency", "policy", "type", "projects"}
 FIELDS = EDITABLE | {"mode", "run_now"}
 MAX_CONCURRENCY = 64
 
@@ -104,7 +105,7 @@ class Mirrors:
         last = await self.store.last_run(m.id)
         out: dict[str, Any] = {
             "id": m.id, "name": m.name, "channel": m.channel, "type": m.type, "mode": m.mode,
-            "source_url": redact(m.source_url), "subdirs": m.subdirs, "cron": m.cron,
+            "source_url": redact(m.source_url), "subdirs": m.subdirs, "projects": m.projects, "cron": m.cron,
             "concurrency": m.concurrency, "next_run_at": iso_time(m.next_run_at) if m.next_run_at else None,
             "created_at": iso_time(m.created_at), "updated_at": iso_time(m.updated_at),
             "status": current.status if current else (last.status if last else "never run"),
@@ -139,13 +140,14 @@ class Mirrors:
         type_ = check_choice(body.get("type", "conda"), "type", TYPES)
         source = check_source_url(body.get("source_url"))
         subdirs = (check_cran_subdirs if type_ == "cran" else check_subdirs)(body.get("subdirs"))
+        projects = _type_fields(type_, body, subdirs)
         cron = check_cron(body.get("cron", DEFAULT_CRON))
         concurrency = check_concurrency(body.get("concurrency", 4))
         run_now = _flag(body.get("run_now", False), "run_now")
         policy_id = (await self.platform.policy.mirror_policy_id(body["policy"], ch.id, name)
                      if body.get("policy") is not None else None)
         m = await self.store.create(channel_id=ch.id, name=name, mode=mode, source_url=source, subdirs=subdirs,
-                                    cron=cron, concurrency=concurrency, type_=type_,
+                                    cron=cron, concurrency=concurrency, type_=type_, projects=projects,
                                     next_run_at=next_run(cron, self.engine.clock.now()))
         if policy_id is not None:
             await self.platform.policy.store.set_mirror_policy(m.id, policy_id)
@@ -170,6 +172,10 @@ class Mirrors:
             values["source_url"] = check_source_url(body["source_url"])
         if "subdirs" in body:
             values["subdirs"] = (check_cran_subdirs if m.type == "cran" else check_subdirs)(body["subdirs"])
+        if "projects" in body or "subdirs" in body:
+            projects = _type_fields(m.type, {"projects": m.projects, **body}, values.get("subdirs", m.subdirs))
+            if "projects" in body:
+                values["projects"] = projects
         if "cron" in body:
             values["cron"] = check_cron(body["cron"])
             values["next_run_at"] = next_run(values["cron"], self.engine.clock.now())
@@ -281,6 +287,17 @@ class Mirrors:
         for run in await self.store.active_runs(mirror_id):
             with contextlib.suppress(asyncio.TimeoutError):
                 await self.engine.wait(run.id, timeout)
+
+
+def _type_fields(type_: str, body: dict, subdirs: list[str] | None) -> list[str] | None:
+    """What one mirror type needs and the others refuse: a python mirror's ``projects``; conda's ``subdirs``."""
+    if type_ == "python":
+        if subdirs is not None:
+            raise BadRequest("a python mirror has no 'subdirs' (its files live in 'pypi'): name its 'projects'")
+        return check_projects(body.get("projects"))
+    if body.get("projects") is not None:
+        raise BadRequest(f"'projects' is for python mirrors, not {type_} ones")
+    return None
 
 
 def _flag(value: object, what: str) -> bool:

@@ -43,6 +43,8 @@ class Mirror:
     updated_at: float
     #: the mirror's own policy (column added by the policy migration; None: the channel's applies)
     policy_id: int | None = None
+    #: python mirrors: the requirements naming the projects (and versions) mirrored (migration 0006)
+    projects: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ _MIRROR_COLS = [*(c for c in mirrors.c), channels.c.name.label("channel")]
 def _mirror(row: sa.Row) -> Mirror:
     m = dict(row._mapping)
     m["subdirs"] = orjson.loads(m["subdirs"]) if m["subdirs"] else None
+    m["projects"] = orjson.loads(m["projects"]) if m.get("projects") else None
     return Mirror(**{k: m[k] for k in Mirror.__dataclass_fields__ if k in m})
 
 
@@ -91,7 +94,8 @@ class MirrorStore:
 
     # -- mirrors -------------------------------------------------------------------------------
     async def create(self, *, channel_id: int, name: str, mode: str, source_url: str, subdirs: list[str] | None,
-                     cron: str, concurrency: int, next_run_at: float | None, type_: str = "conda") -> Mirror:
+                     cron: str, concurrency: int, next_run_at: float | None, type_: str = "conda",
+                     projects: list[str] | None = None) -> Mirror:
         now = time.time()
         async with self.db.write() as conn:
             exists = (await conn.execute(sa.select(mirrors.c.id).where(
@@ -102,6 +106,7 @@ class MirrorStore:
                 channel_id=channel_id, name=name, type=type_, mode=mode, source_url=source_url,
                 subdirs=None if subdirs is None else orjson.dumps(subdirs).decode(), cron=cron,
                 concurrency=concurrency, next_run_at=next_run_at, created_at=now, updated_at=now,
+                projects=None if projects is None else orjson.dumps(projects).decode(),
             ).returning(mirrors.c.id))).scalar_one()
         return await self.by_id(mid)
 
@@ -131,8 +136,9 @@ class MirrorStore:
         return [_mirror(r) for r in rows], total
 
     async def update(self, mirror_id: int, **values) -> Mirror:  # noqa: ANN003 - column values
-        if "subdirs" in values:
-            values["subdirs"] = None if values["subdirs"] is None else orjson.dumps(values["subdirs"]).decode()
+        for key in ("subdirs", "projects"):  # JSON lists
+            if key in values:
+                values[key] = None if values[key] is None else orjson.dumps(values[key]).decode()
         values["updated_at"] = time.time()
         async with self.db.write() as conn:
             if "name" in values:

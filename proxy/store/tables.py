@@ -149,6 +149,8 @@ mirrors = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     # the mirror's own policy (policies.id; 0004); null: its channel's policy applies
     sa.Column("policy_id", sa.Integer, nullable=True),
+    # python mirrors: JSON list of requirements ("requests>=2", "idna") naming what is mirrored (0006)
+    sa.Column("projects", sa.Text, nullable=True),
     sa.UniqueConstraint("channel_id", "name", name="uq_mirrors_channel_name"),
 )
 
