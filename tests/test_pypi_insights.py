@@ -1,0 +1,77 @@
+"""Python artifacts behind the type-generic API: CVEs through the OSV PyPI ecosystem (a real
+advisory of idna), channel policies on uploaded python files, search, badges, copy/move/delete."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import Api, Server
+from pybuilders import build_python_project
+
+from conda_platform_plugin.cves import read_path
+
+OSV = Path("/work/shared/data/osv/pysec")
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    out = tmp_path_factory.mktemp("built")
+    return {v: build_python_project(out / v, "idna", v, license="BSD-3-Clause") for v in ("3.6", "3.7")}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path / "data").start()
+    yield s
+    s.stop()
+
+
+def listed(server: Server, channel: str, project: str) -> list[str]:
+    r = requests.get(f"{server.url}/api/repo/{channel}/pypi/simple/{project}/", headers=JSON, timeout=30)
+    return [f["filename"] for f in r.json()["files"]] if r.status_code == 200 else []
+
+
+def test_cves_through_pypi_ecosystem_and_channel_policy(server: Server, built: dict) -> None:
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "team"})
+    api.upload("team", *(built[v]["wheel"] for v in built))
+    api.post("/api/cves", json={"records": [d for _, d in read_path(OSV / "idna")]})
+    view = api.get("/api/channels/team/artifacts/python/idna/cves").json()
+    assert view["ecosystem"] == "PyPI" and view["affecting"] == 1
+    assert view["cves"][0]["id"] == "PYSEC-2024-60" and view["cves"][0]["cve"] == "CVE-2024-3651"
+    assert {f["version"]: f["cves"] for f in view["files"]} == {"3.6": ["PYSEC-2024-60"], "3.7": []}
+    assert len(listed(server, "team", "idna")) == 2
+    # a CVE rule on the channel: the uploaded 3.6 leaves the simple index, 3.7 stays
+    api.post("/api/policies", 201, json={"name": "no-cves", "rules": [{"kind": "cve", "only_fixed": True}]})
+    api.post("/api/policies/no-cves/apply", json={"channel": "team"})
+    assert listed(server, "team", "idna") == [built["3.7"]["wheel"].name]
+    api.post("/api/policies", 201, json={"name": "mit", "rules": [{"kind": "license", "allow": ["MIT"]}]})
+    api.post("/api/policies/mit/apply", json={"channel": "team"})
+    assert listed(server, "team", "idna") == []  # BSD-3-Clause is not allowed
+
+
+def test_search_badges_copy_move_delete(server: Server, built: dict) -> None:
+    api = Api(server)
+    for name in ("a", "b"):
+        api.post("/api/channels", 201, json={"name": name})
+    wheel = built["3.7"]["wheel"]
+    api.upload("a", wheel, built["3.7"]["sdist"])
+    found = api.get("/api/search", params={"q": "idna", "type": "python"}).json()["items"]
+    assert {(i["channel"], i["type"], i["name"]) for i in found} == {("a", "python", "idna")}
+    svg = api.get("/api/channels/a/artifacts/python/idna/badges/version.svg")
+    assert svg.headers["Content-Type"].startswith("image/svg+xml") and "3.7" in svg.text
+    assert "BSD-3-Clause" in api.get("/api/channels/a/artifacts/python/idna/badges/license.svg").text
+
+    api.post("/api/channels/a/files/copy", json={"files": [f"pypi/{wheel.name}"], "target": "b"})
+    assert listed(server, "b", "idna") == [wheel.name]
+    assert requests.get(f"{server.url}/api/repo/b/pypi/files/{wheel.name}", timeout=30).content == wheel.read_bytes()
+    api.post("/api/channels/a/files/move", json={"files": [f"pypi/{built['3.7']['sdist'].name}"], "target": "b"})
+    assert listed(server, "a", "idna") == [wheel.name] and len(listed(server, "b", "idna")) == 2
+    api.request("DELETE", "/api/channels/b/artifacts/python/idna")
+    assert listed(server, "b", "idna") == []
+    assert requests.get(f"{server.url}/api/repo/b/pypi/simple/", headers=JSON, timeout=30).json()["projects"] == []
+    api.get("/api/channels/b/artifacts/python/idna", expect=404)
