@@ -3,7 +3,7 @@
 Pure: the caller resolves the package's dependencies in its channel (dependencies.py) and passes
 the package, its dependencies and who needs which; this module only describes them. Packages are
 identified by purl (``pkg:conda/<name>@<version>?build=…&channel=…&subdir=…&type=…``, per the
-purl spec's conda type).
+purl spec's conda type; R packages of ``cran-*`` subdirs as ``pkg:cran/<name>@<version>``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
+from .names import is_cran_subdir
+
 TOOL = "conda-platform"
 
 
@@ -35,6 +37,8 @@ class SbomPackage:
     record: Mapping  # the repodata record
     about: Mapping = field(default_factory=dict)
     spdx_license: str | None = None  # the normalized SPDX expression, when the license normalizes
+    #: where the file is below ``channel_url`` when not at SUBDIR/FILENAME (R: cran/src/contrib/FILE)
+    path: str = ""
 
     @property
     def name(self) -> str:
@@ -48,7 +52,13 @@ class SbomPackage:
     def ref(self) -> str:
         return f"{self.subdir}/{self.filename}"
 
+    @property
+    def download_url(self) -> str:
+        return f"{self.channel_url}/{self.path or f'{self.subdir}/{self.filename}'}"
+
     def purl(self) -> str:
+        if is_cran_subdir(self.subdir):  # the purl spec's cran type: pkg:cran/NAME@VERSION
+            return PackageURL(type="cran", name=self.name, version=self.version).to_string()
         kind = "conda" if self.filename.endswith(".conda") else "tar.bz2"
         qualifiers = {"build": str(self.record.get("build", "")), "channel": self.channel_url,
                       "subdir": self.subdir, "type": kind}
@@ -57,7 +67,7 @@ class SbomPackage:
     def references(self) -> list[tuple[str, str]]:
         """(kind, url): the package's home, development and documentation pages, and its download."""
         refs = [(k, str(self.about[k])) for k in ("home", "dev_url", "doc_url") if self.about.get(k)]
-        return [*refs, ("download", f"{self.channel_url}/{self.subdir}/{self.filename}")]
+        return [*refs, ("download", self.download_url)]
 
     @property
     def raw_license(self) -> str:
@@ -124,7 +134,7 @@ def _spdx_package(pkg: SbomPackage) -> dict:
         "name": pkg.name,
         "versionInfo": pkg.version,
         "packageFileName": pkg.filename,
-        "downloadLocation": f"{pkg.channel_url}/{pkg.subdir}/{pkg.filename}",
+        "downloadLocation": pkg.download_url,
         "filesAnalyzed": False,
         "checksums": checksums,
         "licenseConcluded": "NOASSERTION",

@@ -8,6 +8,7 @@ from aiohttp import web
 from conda_platform_plugin.licenses import normalize as normalize_license
 from conda_platform_plugin.readme import render_html
 
+from ..repo.cran_index import available as cran_available
 from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, readme_markdown, version_rows
 from ..store.dependents import records_index
 from .insights import HTML_HEADERS, readme_format, with_downloads
@@ -80,6 +81,10 @@ async def get_files(request: web.Request) -> web.Response:
               permission="channel.read", tag=TAG, query={"version": "version (default: newest)"})
 async def get_dependencies(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
+    if rows[0].type == "cran":
+        chosen = version_rows(rows, request.query.get("version"))
+        cran = await cran_available(platform_of(request).db, ch.id, [orjson.loads(r.record) for r in chosen])
+        return json_response(dependencies_json(rows, request.query.get("version"), cran=cran))
     specs = [s for r in version_rows(rows, request.query.get("version"))
              for k in ("depends", "constrains") for s in orjson.loads(r.record).get(k) or ()]
     index = await records_index(platform_of(request).db, ch.id, specs)

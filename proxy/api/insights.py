@@ -19,6 +19,8 @@ from conda_platform_plugin.names import check_filename, check_subdir
 from conda_platform_plugin.sbom import SbomPackage
 
 from ..auth import presented_token
+from ..repo.cran_index import closure as cran_closure
+from ..repo.cran_index import contrib_path
 from ..store.artifacts import ArtifactStore, check_type, dependencies_json
 from ..store.dependents import closure_index, records_index
 from ..store.files import file_json
@@ -223,8 +225,10 @@ async def get_sbom(request: web.Request) -> web.Response:
     ch = await platform.channels.get(channel_path(request))
     subdir, filename = check_subdir(request.match_info["subdir"]), check_filename(request.match_info["filename"])
     row = await platform.files.get(ch, subdir, filename)
+    if row.type == "cran":  # R dependencies, resolved among the channel's R packages (repo/cran_index.py)
+        return _sbom_response(request, fmt, filename, *await cran_sbom(request, ch, row))
     if row.type != "conda":
-        raise BadRequest(f"SBOMs are made for conda package files, not {row.type!r} ones")
+        raise BadRequest(f"SBOMs are made for conda and R package files, not {row.type!r} ones")
     record = orjson.loads(row.record)
     index, abouts = await closure_index(platform.db, ch.id, [row.name, *(record.get("depends") or ())])
     report = index.report([(subdir, filename)])
@@ -233,6 +237,26 @@ async def get_sbom(request: web.Request) -> web.Response:
     subject = _sbom_package(ch, channel_url, (subdir, filename), record, abouts.get((subdir, filename), {}))
     deps = [(_sbom_package(ch, channel_url, d.key, dict(index.records[d.key]), abouts.get(d.key, {})),
              [f"{s}/{f}" for s, f in d.needed_by]) for d in report.dependencies]
+    return _sbom_response(request, fmt, filename, subject, deps)
+
+
+async def cran_sbom(request: web.Request, ch, row) -> tuple[SbomPackage, list]:  # noqa: ANN001
+    channel_url = f"{request.url.origin()}/api/repo/{ch.name}"
+
+    def package(subdir: str, filename: str, record: dict, about: dict) -> SbomPackage:
+        license_ = normalize_license(str(record.get("license") or ""), None)
+        return SbomPackage(ch.name, channel_url, subdir, filename, record, about, license_.spdx,
+                           path=f"cran/{contrib_path(subdir)}/{filename}")
+
+    record = orjson.loads(row.record)
+    subject = package(row.subdir, row.filename, record, orjson.loads(row.about) if row.about else {})
+    deps = [(package(s, f, rec, about), needed) for s, f, rec, about, needed in
+            await cran_closure(platform_of(request).db, ch.id, row.subdir, row.filename, record)]
+    return subject, deps
+
+
+def _sbom_response(request: web.Request, fmt: str, filename: str, subject: SbomPackage, deps: list) -> web.Response:
+    origin = str(request.url.origin())
     now = datetime.now(timezone.utc)
     doc = sbom.cyclonedx(subject, deps, now) if fmt == "cyclonedx" else sbom.spdx(subject, deps, now, f"{origin}/sbom")
     content_type, suffix = SBOM_FORMATS[fmt]

@@ -281,3 +281,71 @@ def _write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+# -- the artifact views -------------------------------------------------------------------------
+async def available(db, channel_id: int, records: Iterable[Mapping]) -> dict[str, dict[str, list]]:  # noqa: ANN001
+    """The channel's current R packages that ``records`` name as dependencies: subdir → name →
+    [(subdir, filename, version)] (what dependencies_report() resolves against)."""
+    from ..store.publish import CURRENT
+
+    names = sorted({n for rec in records for kind in DEPENDENCY_FIELDS
+                    for n, _ in parse_dependencies(rec.get(kind, "") or "")} - BASE_PACKAGES)
+    out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    async with db.read() as conn:
+        for i in range(0, len(names), 500):
+            rows = await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.name, files.c.version).where(
+                files.c.channel_id == channel_id, files.c.type == "cran", files.c.name.in_(names[i:i + 500]), CURRENT))
+            for subdir, filename, name, version in rows:
+                out[subdir][name].append((subdir, filename, version))
+    return out
+
+
+def dependencies_item(rec: Mapping, available_here: Mapping[str, list] | None) -> dict:
+    """One R file's entry of the dependencies views: ``depends`` (what installing needs:
+    Depends, Imports, LinkingTo) in the shape conda files have, and with ``available_here`` every
+    field's dependencies resolved in the file's subdir."""
+    item: dict = {"depends": [{"spec": s, "name": n, "constraint": c}
+                              for n, c in _pairs(rec, NEEDED) for s in [f"{n} ({c})" if c else n]],
+                  "constrains": []}
+    if available_here is not None:
+        item["r_dependencies"] = dependencies_report(rec, available_here)
+    return item
+
+
+def _pairs(rec: Mapping, kinds: Iterable[str]) -> list[tuple[str, str]]:
+    return [p for kind in kinds for p in parse_dependencies(rec.get(kind, "") or "")]
+
+
+async def closure(db, channel_id: int, subdir: str, filename: str, record: Mapping) -> list[tuple]:  # noqa: ANN001
+    """What installing an R file pulls in, transitively (Depends, Imports, LinkingTo): for each
+    dependency the newest of the channel's current files of the subdir that satisfies it, as
+    (subdir, filename, record, about, refs of the files that need it). Unsatisfied ones are left out."""
+    from ..store.publish import CURRENT
+
+    found: dict[str, tuple] = {}  # name -> (subdir, filename, record, about, needed_by)
+    todo = [(f"{subdir}/{filename}", record)]
+    done: set[str] = {str(record.get("Package", ""))}
+    async with db.read() as conn:
+        while todo:
+            wants = [(ref, n, c) for ref, rec in todo for n, c in _pairs(rec, NEEDED) if n not in BASE_PACKAGES]
+            todo = []
+            names = sorted({n for _, n, _ in wants})
+            rows = (await conn.execute(sa.select(files.c.filename, files.c.name, files.c.version, files.c.record,
+                                                 files.c.about).where(
+                files.c.channel_id == channel_id, files.c.subdir == subdir, files.c.type == "cran",
+                files.c.name.in_(names), CURRENT))).all() if names else []
+            for ref, name, constraint in wants:
+                if name in found:
+                    found[name][4].append(ref)
+                    continue
+                fits = [r for r in rows if r.name == name and satisfies(r.version, constraint)]
+                if not fits:
+                    continue
+                best = max(fits, key=lambda r: r_version_key(r.version))
+                rec = orjson.loads(best.record)
+                found[name] = (subdir, best.filename, rec, orjson.loads(best.about) if best.about else {}, [ref])
+                if name not in done:
+                    done.add(name)
+                    todo.append((f"{subdir}/{best.filename}", rec))
+    return list(found.values())

@@ -12,6 +12,7 @@ from conda_platform_plugin.errors import BadRequest, NotFound
 from conda_platform_plugin.names import ARTIFACT_TYPES
 from conda_platform_plugin.versions import version_key
 
+from ..repo.cran_index import dependencies_item
 from .channels import Channel
 from .db import Database
 from .publish import CURRENT
@@ -124,7 +125,8 @@ def version_rows(rows: list[sa.Row], version: str | None) -> list[sa.Row]:
     return chosen
 
 
-def dependencies_json(rows: list[sa.Row], version: str | None, index: DependencyIndex | None = None) -> dict:
+def dependencies_json(rows: list[sa.Row], version: str | None, index: DependencyIndex | None = None,
+                      cran: dict[str, dict[str, list]] | None = None) -> dict:
     """Dependencies (and constraints apart) of each file of one version: the newest by default.
 
     With ``index`` (the channel's records of the names asked for), each file also gets ``matches``:
@@ -137,6 +139,10 @@ def dependencies_json(rows: list[sa.Row], version: str | None, index: Dependency
         if r.type == "python":  # PEP 508 requirements (no conda matchspecs to match in the channel)
             out.append({"subdir": r.subdir, "filename": r.filename, "requires_python": rec.get("requires_python"),
                         "depends": [_pep508(s) for s in rec.get("requires_dist") or ()], "constrains": []})
+            continue
+        if r.type == "cran":  # R's dependency fields, resolved among the channel's R packages (repo/cran_index.py)
+            out.append({"subdir": r.subdir, "filename": r.filename,
+                        **dependencies_item(rec, cran.get(r.subdir, {}) if cran is not None else None)})
             continue
         item = {
             "subdir": r.subdir,
