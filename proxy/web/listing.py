@@ -1,9 +1,15 @@
 """The Packages tab's query: a channel's current files, filtered by column and paged in the
-database, so a page costs the same with 100,000 files as with 100."""
+database, so a page costs the same with 100,000 files as with 100.
+
+Rows are ordered by platform (subdir), then name and filename: the order of the files table's
+``ix_files_render`` index, so even the last page of 100,000 files is read from the index instead
+of sorting every row. The distinct subdirs and license strings of a channel (the Platform
+choices, and what a license filter matches by meaning) are kept per channel generation."""
 
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
@@ -13,7 +19,7 @@ from conda_platform_plugin.errors import BadRequest
 from conda_platform_plugin.names import ARTIFACT_TYPES
 
 from ..store.channels import Channel
-from ..store.files import FILE_COLUMNS
+from ..store.files import FILE_COLUMNS, license_matches
 from ..store.publish import CURRENT
 from ..store.tables import files
 
@@ -71,17 +77,38 @@ async def list_files(platform, channel: Channel, f: Filters, page: int, per_page
     if f.uploaded:
         cond &= files.c.uploaded_at >= (time.time() if now is None else now) - UPLOADED[f.uploaded][1]
     if f.license:  # the license strings that normalise to a match, as the files API filters them
-        cond &= files.c.license.in_(await platform.files._licenses(cond, f.license, None))
+        strings = (await facts(platform, channel))["licenses"]
+        cond &= files.c.license.in_([s for s in strings if license_matches(s, f.license, None)])
     async with platform.db.read() as conn:
         total = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(cond))).scalar_one()
         rows = (await conn.execute(sa.select(*FILE_COLUMNS).where(cond)
-                                   .order_by(files.c.name, files.c.subdir, files.c.filename)
+                                   .order_by(files.c.subdir, files.c.name, files.c.filename)
                                    .limit(per_page).offset((page - 1) * per_page))).all()
     return rows, total
 
 
+#: (channel id, head generation) → {"subdirs": [...], "licenses": [...]}, per Platform
+_FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+FACTS_SIZE = 256
+
+
+async def facts(platform, channel: Channel) -> dict[str, list[str]]:  # noqa: ANN001
+    """The channel's distinct subdirs and license strings; every change of its contents makes a
+    new head generation, so an entry is never stale."""
+    cache = _FACTS.setdefault(platform, {})
+    key = (channel.id, channel.head_gen)
+    hit = cache.get(key)
+    if hit is None:
+        cond = (files.c.channel_id == channel.id) & CURRENT
+        async with platform.db.read() as conn:
+            subdirs = (await conn.execute(sa.select(files.c.subdir).where(cond).distinct())).scalars().all()
+            licenses = (await conn.execute(sa.select(files.c.license).where(cond).distinct())).scalars().all()
+        if len(cache) >= FACTS_SIZE:
+            cache.pop(next(iter(cache)))
+        hit = cache[key] = {"subdirs": sorted(subdirs), "licenses": list(licenses)}
+    return hit
+
+
 async def subdirs(platform, channel: Channel) -> list[str]:  # noqa: ANN001
     """The subdirs the channel has files in (the platform column's choices)."""
-    async with platform.db.read() as conn:
-        return sorted((await conn.execute(sa.select(files.c.subdir).where(files.c.channel_id == channel.id, CURRENT)
-                                          .distinct())).scalars().all())
+    return (await facts(platform, channel))["subdirs"]
