@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgpack
 import orjson
+import pytest
 import zstandard
 
 from proxy.store.render import PACK, Previous, SubdirRenderer, shard_locations
@@ -87,3 +88,32 @@ def test_random_incremental_renders_equal_full_renders(tmp_path: Path) -> None:
         assert got["shards"] == want["shards"], gen
         assert orjson.loads(got["repodata"])["packages.conda"].keys() == {
             fn for recs in files.values() for fn in recs if fn.endswith(".conda")}
+
+
+def test_compressed_while_assembled(tmp_path: Path) -> None:
+    """Each .zst is made while its file is assembled: it holds the file's bytes, with their size in
+    the frame header (one-shot decompressors need it). A previous render whose file is shorter than
+    its layout says fails the render (no hang waiting for bytes) and, aborted, leaves nothing behind."""
+    files = {f"pkg{i}": {f"pkg{i}-1.0-h{i}_0.conda": (_record(f"pkg{i}", "1.0", i), "1.0")} for i in range(50)}
+    root = tmp_path / "r"
+    _render(root, 1, files, None)
+    files["pkg7"]["pkg7-2.0-h99_0.tar.bz2"] = (_record("pkg7", "2.0", 99), "2.0")
+    _render(root, 2, files, {"pkg7"})
+    for gen in (1, 2):
+        for name in ("repodata.json", "current_repodata.json"):
+            raw = (root / str(gen) / name).read_bytes()
+            zst = (root / str(gen) / f"{name}.zst").read_bytes()
+            assert zstandard.get_frame_parameters(zst).content_size == len(raw)
+            assert zstandard.ZstdDecompressor().decompress(zst) == raw
+    with open(root / "2" / "repodata.json", "r+b") as f:
+        f.truncate(100)
+    renderer = SubdirRenderer(root / "3", 3, "noarch", Previous.load(root / "2"), full=False)
+    renderer.skip(["pkg9"])
+    renderer.feed_name("pkg9", [("pkg9", "pkg9-2.0-h98_0.conda", _record("pkg9", "2.0", 98), "2.0", None, 0.0, 0)])
+    with pytest.raises(OSError):
+        try:
+            renderer.finish()
+        except BaseException:
+            renderer.abort()
+            raise
+    assert sorted(p.name for p in root.iterdir()) == ["1", "2"]

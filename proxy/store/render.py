@@ -24,6 +24,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -487,27 +489,40 @@ class SubdirRenderer:
         """Assemble the files, compress them and move the directory into place atomically."""
         self._keep_old_until(None)
         bases: dict[str, int] = {}
-        for fname, (a, b, c) in FILE_SECTIONS:
-            fd = self._out.pop(fname)
-            try:
-                self.sections[a].finish()
-                bases[a] = self._head
-                _write_all(fd, b'},"packages.conda":{')
-                bases[b] = os.lseek(fd, 0, os.SEEK_CUR)
-                self.sections[b].copy_into(fd)
-                if self.sign is None:
+        compressing: list[_Compression] = []
+        try:
+            for fname, (a, b, c) in FILE_SECTIONS:
+                fd = self._out.pop(fname)
+                sep, tail, end = _SEP, (_TAIL if self.sign is None else _TAIL_SIGNED), (b"" if self.sign is None else b"}}")
+                size = self._head + self.sections[a].pos + len(sep) + self.sections[b].pos + len(tail)
+                if self.sign is not None:
+                    size += self.sections[c].pos + len(end)
+                # compressed while it is assembled: the kernel-side copies overlap the compression
+                compressing.append(_Compression(self.tmp / fname, size))
+                try:
+                    self.sections[a].finish()
+                    bases[a] = self._head
+                    _write_all(fd, sep)
+                    bases[b] = os.lseek(fd, 0, os.SEEK_CUR)
+                    self.sections[b].copy_into(fd)
+                    _write_all(fd, tail)
                     bases[c] = 0
-                    _write_all(fd, b'},"removed":[],"repodata_version":1}')
-                else:
-                    _write_all(fd, b'},"removed":[],"repodata_version":1,"signatures":{')
-                    bases[c] = os.lseek(fd, 0, os.SEEK_CUR)
-                    self.sections[c].copy_into(fd)
-                    _write_all(fd, b"}}")
-            finally:
-                os.close(fd)
-            self.sections[b].close()
-            self.sections[c].close()
-            _compress(self.tmp / fname)
+                    if self.sign is not None:
+                        bases[c] = os.lseek(fd, 0, os.SEEK_CUR)
+                        self.sections[c].copy_into(fd)
+                        _write_all(fd, end)
+                    if os.lseek(fd, 0, os.SEEK_CUR) != size:
+                        raise RuntimeError(f"{fname}: assembled {os.lseek(fd, 0, os.SEEK_CUR)} bytes, not {size}")
+                finally:
+                    os.close(fd)
+                self.sections[b].close()
+                self.sections[c].close()
+        except BaseException:
+            for compression in compressing:
+                compression.abandon()
+            raise
+        for compression in compressing:
+            compression.wait()  # raises when a compression failed
         for fd in self._old_files.values():
             os.close(fd)
         self._old_files = {}
@@ -552,9 +567,58 @@ def index_compressor() -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=INDEX_ZSTD_LEVEL, threads=-1, write_content_size=True)
 
 
-def _compress(path: Path) -> None:
-    with open(path, "rb") as src, open(str(path) + ".zst", "wb") as dst:
-        index_compressor().copy_stream(src, dst, size=path.stat().st_size)
+_SEP = b'},"packages.conda":{'
+_TAIL = b'},"removed":[],"repodata_version":1}'
+_TAIL_SIGNED = b'},"removed":[],"repodata_version":1,"signatures":{'
+
+
+class _Compression:
+    """``<path>.zst`` made in a thread of its own while ``path`` is still being written (up to its
+    known final ``size``, which the frame header carries): reads what the writer has written so far."""
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
+        self.fd = os.open(path, os.O_RDONLY)
+        self.pos = 0
+        self.abandoned = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"compress {path.name}", daemon=True)
+        self.thread.start()
+
+    def read(self, n: int = -1) -> bytes:
+        """The file's next bytes once written (the compressor's reader)."""
+        left = self.size - self.pos
+        if left <= 0:
+            return b""
+        while True:
+            if self.abandoned:
+                raise OSError(f"{self.path.name} was not completed")
+            ready = os.fstat(self.fd).st_size - self.pos
+            if ready > 0:
+                break
+            time.sleep(0.001)
+        data = os.pread(self.fd, min(ready, left, n if n > 0 else left), self.pos)
+        self.pos += len(data)
+        return data
+
+    def _run(self) -> None:
+        try:
+            with open(str(self.path) + ".zst", "wb") as dst:
+                index_compressor().copy_stream(self, dst, size=self.size, read_size=1 << 20, write_size=1 << 20)
+        except BaseException as e:  # noqa: BLE001 - handed to wait()
+            self.error = e
+        finally:
+            os.close(self.fd)
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """The writer failed: the reader stops waiting for bytes."""
+        self.abandoned = True
+        self.thread.join()
 
 
 def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None,
