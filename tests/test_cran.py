@@ -197,3 +197,16 @@ def test_private_channel_cran_needs_a_token(server: Server, api: Api, tmp_path: 
     assert requests.get(f"{server.url}/api/repo/secret/cran/src/contrib/PACKAGES", timeout=30).status_code == 404
     r = requests.get(f"{server.url}/t/{server.admin_token}/api/repo/secret/cran/src/contrib/PACKAGES", timeout=30)
     assert r.status_code == 200 and "Package: hidden" in r.text
+
+
+def test_cli_uploads_r_packages_and_prints_one_line_for_bad_ones(server: Server, r_channel: Api,
+                                                                 tmp_path: Path) -> None:
+    from test_cli import cli, error_line
+
+    good = build_r_source(tmp_path, "clipkg", "0.9")
+    r = cli(server, "upload", "--channel", "rpk", str(good))
+    assert "clipkg_0.9.tar.gz" in r.stdout and "cran-src" in r.stdout, r.stdout
+    bad = build_r_source(tmp_path / "bad", "clipkg", "1.0", filename="clipkg_2.0.tar.gz")
+    r = cli(server, "upload", "--channel", "rpk", str(bad), code=1)
+    assert "DESCRIPTION says clipkg 1.0, the file name clipkg 2.0" in error_line(r)
+    assert [f["filename"] for f in r_channel.get("/api/channels/rpk/files").json()["items"]] == ["clipkg_0.9.tar.gz"]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import orjson
 import sqlalchemy as sa
 
+from conda_platform_plugin.dependencies import DependencyIndex, Key
 from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.rformats import DEPENDENCY_FIELDS, PACKAGES_FIELDS, parse_dependencies
 
@@ -349,3 +350,27 @@ async def closure(db, channel_id: int, subdir: str, filename: str, record: Mappi
                     done.add(name)
                     todo.append((f"{subdir}/{best.filename}", rec))
     return list(found.values())
+
+
+class CranDependencyIndex(DependencyIndex):
+    """R records resolved among a channel's R files (the dependency report of a cran mirror):
+    ``depends`` holds Depends/Imports/LinkingTo as ``"name (>= x)"``; a dependency is satisfied
+    by a file of that package in the same subdir whose version meets the constraint; R's own
+    packages need nothing."""
+
+    def depends(self, key: Key) -> list[str]:
+        return [d for d in self.records[key].get("depends") or () if d.split(" ")[0] not in BASE_PACKAGES]
+
+    def candidates(self, spec: str, subdir: str) -> list[Key]:
+        cached = self._candidates.get((spec, subdir))
+        if cached is None:
+            name, _, constraint = spec.partition(" ")
+            constraint = constraint.strip().removeprefix("(").removesuffix(")")
+            cached = self._candidates[(spec, subdir)] = [
+                k for k in self._by_name.get(name.lower(), ())
+                if k[0] == subdir and self.records[k].get("name") == name
+                and satisfies(str(self.records[k]["version"]), constraint)]
+        return cached
+
+    def _newest(self, keys: list[Key]) -> Key:
+        return max(keys, key=lambda k: r_version_key(str(self.records[k]["version"])))
