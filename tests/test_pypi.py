@@ -178,3 +178,17 @@ def test_uv_installs_with_dependency(hosted: str, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert _installed(target) == {"tiny_app", "tiny_dep"}
     assert (target / "tiny_dep" / "__init__.py").read_text() == '__version__ = "1.0"\n'
+
+
+def test_cli_uploads_wheels_and_sdists(server: Server, built: dict, tmp_path: Path) -> None:
+    from test_cli import cli, error_line
+
+    Api(server).post("/api/channels", 201, json={"name": "clich"})
+    app = built["app"]
+    out = cli(server, "upload", "--channel", "clich", str(app["wheel"]), str(app["sdist"])).stdout
+    assert f"pypi/{app['wheel'].name}" in out and "added" in out
+    assert "tiny-app" in cli(server, "package", "show", "clich", "tiny-app", "--type", "python").stdout
+    bad = tmp_path / "tiny_app-9.0-py3-none-any.whl"
+    bad.write_bytes(app["wheel"].read_bytes())
+    line = error_line(cli(server, "upload", "--channel", "clich", str(bad), code=1))
+    assert "metadata says version 2.0" in line

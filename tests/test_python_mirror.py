@@ -279,3 +279,25 @@ def _active_mirror_of(server: Server, origin: Server, built: dict, tmp_path: Pat
     assert installed(target) == {"tiny_app": "2.0", "tiny_dep": "1.0"}
     deps = api.get("/api/channels/act/artifacts/python/tiny-app/dependencies").json()
     assert [d["name"] for d in deps["files"][0]["depends"]] == ["tiny-dep"]
+
+
+def test_dependency_reports_resolve_requires_dist(server: Server, upstream: StaticIndex, built: dict) -> None:
+    api = Api(server)
+    for channel, projects in (("full", ["tiny-app>=2", "tiny-dep"]), ("lone", ["tiny-app>=2"])):
+        api.post("/api/channels", 201, json={"name": channel})
+        api.post(f"/api/channels/{channel}/mirrors", 201, json={
+            "name": "up", "type": "python", "source_url": upstream.url, "projects": projects, "run_now": True})
+        assert wait_run(api, "up", base=f"/api/channels/{channel}/mirrors")["status"] == "completed"
+    full = api.get("/api/channels/full/mirrors/up/report").json()
+    assert full["satisfied"] is True and full["roots"] == 5 and full["missing"] == []
+    lone = api.get("/api/channels/lone/mirrors/up/report").json()
+    assert lone["satisfied"] is False
+    assert [(m["spec"], sorted(m["needed_by"])) for m in lone["missing"]] == [
+        ("tiny-dep>=1", ["pypi/tiny_app-2.0-py3-none-any.whl", "pypi/tiny_app-2.0.tar.gz"])]
+    csv = api.get("/api/channels/lone/mirrors/up/report", params={"format": "csv"}).text
+    assert "missing,tiny-dep>=1,pypi" in csv
+    # an upload satisfies it: tiny-app 2.0 needs tiny-dep>=1, resolved to the uploaded 1.0
+    api.upload("lone", built["dep1"]["wheel"])
+    lone = api.get("/api/channels/lone/mirrors/up/report").json()
+    assert lone["satisfied"] is True
+    assert [(d["name"], d["version"], d["direct"]) for d in lone["dependencies"]] == [("tiny-dep", "1.0", True)]

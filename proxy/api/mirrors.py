@@ -122,10 +122,11 @@ async def _report(request: web.Request, mirror: str | None) -> web.Response:
     fmt = _report_format(request)
     platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
-    mirror_id = None
+    mirror_id, type_ = None, "conda"
     if mirror is not None:
-        mirror_id = (await platform.mirrors.get(ch.name, mirror)).id
-    report = await dependency_report(platform.db, ch.id, mirror_id)
+        m = await platform.mirrors.get(ch.name, mirror)
+        mirror_id, type_ = m.id, m.type
+    report = await dependency_report(platform.db, ch.id, mirror_id, type_)
     subject = f"{ch.name}/{mirror}" if mirror else ch.name
     if fmt == "csv":
         filename = subject.replace("/", "-") + "-dependencies.csv"
