@@ -171,12 +171,20 @@ def test_freeze_mirror_run_now_to_completed_and_unfreeze(admin, server: Server, 
     page.get_by_role("button", name="Save & Run").click()
     assert "already applied to channel" in page.locator("#form-error").inner_text()
     assert page.get_by_label("External source URL").input_value() == upstream.url  # the form keeps its values
-    # follow the channel's policy instead, and run now
-    page.get_by_label("The channel's policy (no-gpl)").check()
-    page.get_by_role("button", name="Save & Run").click()
-    page.wait_for_url(f"**/channels/{CHANNEL}/mirrors/up")
-    # the details page polls the status endpoint while the run goes, until Completed
+    # follow the channel's policy instead, and run now; the upstream holds its indexes until released,
+    # so the page opens on a running run and must follow it live (it polls the JSON status endpoint)
+    held = upstream.fault("*repodata*", "hold")
+    try:
+        page.get_by_label("The channel's policy (no-gpl)").check()
+        page.get_by_role("button", name="Save & Run").click()
+        page.wait_for_url(f"**/channels/{CHANNEL}/mirrors/up")
+        expect(page.locator("#mirror-status")).to_have_text(re.compile("^(queued|running)$"))
+        expect(page.locator("table.mirrors")).to_have_attribute("data-polling", "yes")
+        shoot(page, shots, "mirror-running")
+    finally:
+        held.release()
     expect(page.locator("#mirror-status")).to_have_text("completed", timeout=60000)
+    upstream.clear_faults()
     assert page.locator("table.mirrors tr[data-key] [data-field=finished_at]").inner_text().endswith("Z")
     page.reload()
     check_accessible(page)
@@ -211,6 +219,45 @@ def test_freeze_mirror_run_now_to_completed_and_unfreeze(admin, server: Server, 
     shown = api.get(f"/api/channels/{CHANNEL}").json()
     assert shown["frozen"] is False and shown["published_generation"] > published
     assert "upb" in page.locator("table.files").inner_text()
+
+
+def test_channel_settings(admin, server: Server, shots: Path) -> None:  # noqa: ANN001
+    page = admin
+    page.goto(f"/channels/{CHANNEL}/subchannels/sub")
+    page.get_by_role("link", name="Settings").click()
+    check_accessible(page)
+    page.get_by_label("Description").fill("Staging area")
+    page.get_by_label("Private").check()
+    page.get_by_role("button", name="Save settings").click()
+    page.wait_for_url("**/settings?saved=1")
+    shown = Api(server).get(f"/api/channels/{CHANNEL}/subchannels/sub").json()
+    assert shown["description"] == "Staging area" and shown["private"] is True
+    shoot(page, shots, "channel-settings")
+    # the applied policy is shown in the header of every tab, and can be changed here
+    page.goto(f"/channels/{CHANNEL}/settings")
+    assert page.locator("#applied-policy").inner_text() == "no-gpl"
+    page.get_by_label("Policy to apply").select_option("")
+    page.get_by_role("button", name="Apply policy").click()
+    assert page.locator("#applied-policy").inner_text() == "none"
+    page.get_by_label("Policy to apply").select_option("no-gpl")
+    page.get_by_role("button", name="Apply policy").click()
+    assert page.locator("#applied-policy").inner_text() == "no-gpl"
+
+
+def test_keyboard_reaches_the_controls(admin) -> None:  # noqa: ANN001
+    """Tab from the top of the Packages tab: every kind of control comes into focus in turn."""
+    page = admin
+    page.goto(f"/channels/{CHANNEL}")
+    reached = []
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("""() => { const e = document.activeElement;
+            return (e.getAttribute('aria-label') || (e.labels && e.labels[0] && e.labels[0].textContent)
+                    || e.textContent || '').trim().split('\\n')[0]; }"""))
+    for control in ("Skip to content", "Sign out", "Actions", "Mirrors", "Upload packages", "Search packages",
+                    "Filter by name (starts with)", "Filter by upload time", "Select all files on this page",
+                    "alpha"):
+        assert control in reached, (control, reached)
 
 
 def test_package_details_every_tab(admin, server: Server, shots: Path) -> None:  # noqa: ANN001
