@@ -27,7 +27,7 @@ def cran_up(tmp_path: Path) -> Iterator[UpstreamChannel]:
     write_cran_repo(up.root, [
         build_r_source(pkgs, "rdep", "0.2.1", License="MIT + file LICENSE"),
         build_r_source(pkgs, "rapp", "1.0", Imports="rdep (>= 0.2)", License="MIT + file LICENSE"),
-        build_r_source(pkgs, "rgpl", "3.1-2", License="GPL-3"),
+        build_r_source(pkgs, "rgpl", "3.1-2", License="GPL-3", Depends="R (>= 4.0), rdep (>= 9.0)"),
     ])
     up.start()
     yield up
@@ -80,6 +80,10 @@ def test_passive_mirror_serves_packages_and_fetches_each_file_once(server: Serve
     again = wait_run(api, "up", api.post(f"{BASE}/up/run", 202).json()["id"])
     assert again["status"] == "completed" and again["figures"]["added"] == 0 and again["figures"]["removed"] == 0
     assert api.get("/api/channels/mc/files/cran-src/rapp_1.0.tar.gz").json()["sha256"] == row["sha256"]
+    # the dependency report resolves R dependencies among the channel's R packages
+    report = api.get(f"{BASE}/up/report").json()
+    assert (report["roots"], report["satisfied"]) == (3, False)  # rapp's rdep (>= 0.2) is there, rgpl's is not
+    assert [(m["spec"], m["needed_by"]) for m in report["missing"]] == [("rdep (>= 9.0)", ["cran-src/rgpl_3.1-2.tar.gz"])]
     # the artifact views know mirrored R packages too
     art = api.get("/api/channels/mc/artifacts/cran/rapp").json()
     assert (art["type"], art["latest_version"], art["license"]) == ("cran", "1.0", "MIT + file LICENSE")

@@ -37,12 +37,13 @@ from conda_platform_plugin.errors import BadRequest, UpstreamError
 from conda_platform_plugin.names import is_cran_subdir
 from conda_platform_plugin.rformats import _FILENAME, parse_dcf
 
-from ..repo.cran_index import SRC_SUBDIR, contrib_path, cran_record
+from ..repo.cran_index import SRC_SUBDIR, CranDependencyIndex, contrib_path, cran_record
 from ..store.files import record_digest
 from ..store.tables import files
 from .http import Upstream, UpstreamNotFound, redact
 from .kinds import SOURCES
 from .records import Prepared, canonical
+from .report import INDEXES
 from .source import Index, IndexCache, Source
 
 if TYPE_CHECKING:
@@ -262,3 +263,4 @@ async def _resolve(platform: Platform, name: str, placeholder: str, url: str, md
 
 
 SOURCES["cran"] = CranSource
+INDEXES["cran"] = CranDependencyIndex  # dependency reports of cran mirrors
