@@ -5,6 +5,7 @@ session; the API and Swagger stay where they were; web writes are audited."""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -121,3 +122,29 @@ def test_api_swagger_and_assets_stay(server: Server) -> None:
     assert not re.findall(r'(?:src|href)="https?://', page.text)
     assert requests.get(server.url + "/cron.json", params={"expr": "0 3 * * *"}).json() == {
         "valid": True, "text": "every day at 03:00 UTC"}
+
+
+def test_mirror_form_passes_the_type_and_its_fields_to_the_domain(server: Server, api: Api) -> None:
+    api.post("/api/channels", json={"name": "m"}, expect=201)
+    admin = browser_session(server, server.admin_token)
+    token = form_token(admin, server)
+    base = {"csrf": token, "mode": "passive", "cron": "0 0 1 * *", "policy_from": "channel"}
+    r = admin.post(server.url + "/channels/m/mirrors/new", allow_redirects=False, data={
+        **base, "name": "py", "type": "python", "source_url": "https://pypi.example/simple",
+        "projects": "requests>=2\n\nidna\n", "subdirs": "linux-64"})
+    assert r.status_code == 303, r.text
+    shown = api.get("/api/channels/m/mirrors/py").json()
+    assert shown["type"] == "python" and sorted(shown["projects"]) == ["idna", "requests>=2"]
+    # the domain's refusal comes back in the form, with the values kept
+    r = admin.post(server.url + "/channels/m/mirrors/new", data={
+        **base, "name": "py2", "type": "python", "source_url": "https://pypi.example/simple", "projects": ""})
+    assert r.status_code == 400 and "'projects' is required for a python mirror" in html.unescape(r.text)
+    assert 'value="https://pypi.example/simple"' in r.text
+    r = admin.post(server.url + "/channels/m/mirrors/new", data={
+        **base, "name": "bad", "type": "conda", "source_url": "https://x.example/c", "cron": "every day"})
+    assert r.status_code == 400 and "invalid cron expression" in r.text
+    assert api.get("/api/channels/m/mirrors").json()["total"] == 1
+    # editing keeps the mode (the field is locked) and reads the projects back
+    page = admin.get(server.url + "/channels/m/mirrors/py/edit").text
+    assert re.search(r'id="m-mode-passive"[^>]*checked[^>]*disabled', page)
+    assert "requests&gt;=2" in page

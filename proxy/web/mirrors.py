@@ -95,8 +95,10 @@ def _body(form: dict, editing: bool) -> dict:
                   "run_now": form.get("run_now") == "on"}
     if not editing:
         body["mode"] = form.get("mode", "passive")
-    subdirs = form.get("subdirs", "").replace(",", " ").split()
-    body["subdirs"] = subdirs or None
+    if body["type"] == "python":  # a python mirror names its projects (requirements); the others, subdirs
+        body["projects"] = [line.strip() for line in form.get("projects", "").splitlines() if line.strip()]
+    else:
+        body["subdirs"] = form.get("subdirs", "").replace(",", " ").split() or None
     if form.get("policy_from") == "own":
         if not form.get("policy"):
             raise BadRequest("choose the policy the mirror applies, or let it follow the channel's policy")
@@ -137,7 +139,8 @@ async def create_mirror(request: web.Request) -> web.Response:
 
 def _values(m: dict) -> dict:
     return {"name": m["name"], "mode": m["mode"], "source_url": m["source_url"], "type": m["type"],
-            "cron": m["cron"], "subdirs": " ".join(m["subdirs"] or []), "policy": m["policy"] or "",
+            "cron": m["cron"], "subdirs": " ".join(m["subdirs"] or []), "projects": "\n".join(m.get("projects") or []),
+            "policy": m["policy"] or "",
             "policy_from": "own" if m["policy"] else "channel"}
 
 
