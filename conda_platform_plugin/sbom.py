@@ -3,7 +3,8 @@
 Pure: the caller resolves the package's dependencies in its channel (dependencies.py) and passes
 the package, its dependencies and who needs which; this module only describes them. Packages are
 identified by purl (``pkg:conda/<name>@<version>?build=…&channel=…&subdir=…&type=…``, per the
-purl spec's conda type; R packages of ``cran-*`` subdirs as ``pkg:cran/<name>@<version>``).
+purl spec's conda type; R packages of ``cran-*`` subdirs as ``pkg:cran/<name>@<version>``, python
+files as ``pkg:pypi/<name>@<version>?file_name=…``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from cyclonedx.model.license import DisjunctiveLicense, LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from .names import is_cran_subdir
+from .names import PYPI_SUBDIR, is_cran_subdir
 
 TOOL = "conda-platform"
 
@@ -59,6 +60,9 @@ class SbomPackage:
     def purl(self) -> str:
         if is_cran_subdir(self.subdir):  # the purl spec's cran type: pkg:cran/NAME@VERSION
             return PackageURL(type="cran", name=self.name, version=self.version).to_string()
+        if self.subdir == PYPI_SUBDIR:  # the purl spec's pypi type: pkg:pypi/NAME@VERSION?file_name=FILE
+            return PackageURL(type="pypi", name=self.name, version=self.version,
+                              qualifiers={"file_name": self.filename}).to_string()
         kind = "conda" if self.filename.endswith(".conda") else "tar.bz2"
         qualifiers = {"build": str(self.record.get("build", "")), "channel": self.channel_url,
                       "subdir": self.subdir, "type": kind}

@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import Api, Server
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 from pybuilders import build_python_project
 
 from conda_platform_plugin.cves import read_path
@@ -20,7 +24,10 @@ JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
     out = tmp_path_factory.mktemp("built")
-    return {v: build_python_project(out / v, "idna", v, license="BSD-3-Clause") for v in ("3.6", "3.7")}
+    built = {v: build_python_project(out / v, "idna", v, license="BSD-3-Clause") for v in ("3.6", "3.7")}
+    built["app"] = build_python_project(out / "app", "Tiny.App", "2.0", requires=["idna>=3", "nowhere"],
+                                        license="MIT")
+    return built
 
 
 @pytest.fixture
@@ -38,7 +45,7 @@ def listed(server: Server, channel: str, project: str) -> list[str]:
 def test_cves_through_pypi_ecosystem_and_channel_policy(server: Server, built: dict) -> None:
     api = Api(server)
     api.post("/api/channels", 201, json={"name": "team"})
-    api.upload("team", *(built[v]["wheel"] for v in built))
+    api.upload("team", *(built[v]["wheel"] for v in ("3.6", "3.7")))
     api.post("/api/cves", json={"records": [d for _, d in read_path(OSV / "idna")]})
     view = api.get("/api/channels/team/artifacts/python/idna/cves").json()
     assert view["ecosystem"] == "PyPI" and view["affecting"] == 1
@@ -75,3 +82,26 @@ def test_search_badges_copy_move_delete(server: Server, built: dict) -> None:
     assert listed(server, "b", "idna") == []
     assert requests.get(f"{server.url}/api/repo/b/pypi/simple/", headers=JSON, timeout=30).json()["projects"] == []
     api.get("/api/channels/b/artifacts/python/idna", expect=404)
+
+
+def test_sboms_of_python_files(server: Server, built: dict, tmp_path: Path) -> None:
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "s"})
+    api.upload("s", built["app"]["wheel"], built["3.6"]["wheel"], built["3.7"]["wheel"])
+    wheel = built["app"]["wheel"].name
+    r = api.get(f"/api/channels/s/files/pypi/{wheel}/sbom")
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(r.text) is None
+    doc = r.json()
+    meta = doc["metadata"]["component"]
+    assert meta["purl"] == f"pkg:pypi/tiny-app@2.0?file_name={wheel}"
+    assert meta["licenses"] == [{"expression": "MIT"}]
+    refs = {e["type"]: e["url"] for e in meta["externalReferences"]}
+    assert refs["distribution"] == f"{server.url}/api/repo/s/pypi/files/{wheel}"
+    # idna>=3 resolves to the newest idna; "nowhere" is not in the channel and is left out
+    assert [(c["name"], c["version"]) for c in doc["components"]] == [("idna", "3.7")]
+    assert doc["components"][0]["purl"].startswith("pkg:pypi/idna@3.7")
+    r = api.get(f"/api/channels/s/files/pypi/{wheel}/sbom", params={"format": "spdx"},
+                headers={"Host": "pkgs.example.com"})
+    path = tmp_path / "app.spdx.json"
+    path.write_bytes(r.content)
+    assert validate_full_spdx_document(parse_file(str(path))) == []

@@ -19,6 +19,7 @@ from conda_platform_plugin.names import check_filename, check_subdir
 from conda_platform_plugin.sbom import SbomPackage
 
 from ..auth import presented_token
+from ..mirror.pypi_deps import closure as python_closure
 from ..repo.cran_index import closure as cran_closure
 from ..repo.cran_index import contrib_path
 from ..store.artifacts import ArtifactStore, check_type, dependencies_json
@@ -226,9 +227,13 @@ async def get_sbom(request: web.Request) -> web.Response:
     subdir, filename = check_subdir(request.match_info["subdir"]), check_filename(request.match_info["filename"])
     row = await platform.files.get(ch, subdir, filename)
     if row.type == "cran":  # R dependencies, resolved among the channel's R packages (repo/cran_index.py)
-        return _sbom_response(request, fmt, filename, *await cran_sbom(request, ch, row))
+        return _sbom_response(request, fmt, filename, *await closure_sbom(
+            request, ch, row, lambda s, f: f"cran/{contrib_path(s)}/{f}", cran_closure))
+    if row.type == "python":  # Requires-Dist, resolved among the channel's python files (mirror/pypi_deps.py)
+        return _sbom_response(request, fmt, filename, *await closure_sbom(
+            request, ch, row, lambda _s, f: f"pypi/files/{f}", python_closure))
     if row.type != "conda":
-        raise BadRequest(f"SBOMs are made for conda and R package files, not {row.type!r} ones")
+        raise BadRequest(f"SBOMs are made for conda, python and R package files, not {row.type!r} ones")
     record = orjson.loads(row.record)
     index, abouts = await closure_index(platform.db, ch.id, [row.name, *(record.get("depends") or ())])
     report = index.report([(subdir, filename)])
@@ -240,18 +245,20 @@ async def get_sbom(request: web.Request) -> web.Response:
     return _sbom_response(request, fmt, filename, subject, deps)
 
 
-async def cran_sbom(request: web.Request, ch, row) -> tuple[SbomPackage, list]:  # noqa: ANN001
+async def closure_sbom(request: web.Request, ch, row, path_of, closure) -> tuple[SbomPackage, list]:  # noqa: ANN001
+    """The subject and dependencies of a cran or python file: ``closure`` resolves them in the
+    channel, ``path_of(subdir, filename)`` says where a file is below the channel's repo URL."""
     channel_url = f"{request.url.origin()}/api/repo/{ch.name}"
 
     def package(subdir: str, filename: str, record: dict, about: dict) -> SbomPackage:
         license_ = normalize_license(str(record.get("license") or ""), None)
         return SbomPackage(ch.name, channel_url, subdir, filename, record, about, license_.spdx,
-                           path=f"cran/{contrib_path(subdir)}/{filename}")
+                           path=path_of(subdir, filename))
 
     record = orjson.loads(row.record)
     subject = package(row.subdir, row.filename, record, orjson.loads(row.about) if row.about else {})
     deps = [(package(s, f, rec, about), needed) for s, f, rec, about, needed in
-            await cran_closure(platform_of(request).db, ch.id, row.subdir, row.filename, record)]
+            await closure(platform_of(request).db, ch.id, row.subdir, row.filename, record)]
     return subject, deps
 
 

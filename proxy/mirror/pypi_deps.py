@@ -9,6 +9,10 @@ pip does), yanked files left out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import orjson
+import sqlalchemy as sa
 from packaging.markers import UndefinedComparison, UndefinedEnvironmentName
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -60,3 +64,22 @@ class PythonDependencyIndex(DependencyIndex):
                 found = [k for k, v in versions.items() if req.specifier.contains(v, prereleases=True)]
         self._candidates[(spec, subdir)] = found
         return found
+
+
+async def closure(db, channel_id: int, subdir: str, filename: str, record: Mapping) -> list[tuple]:  # noqa: ANN001
+    """What installing a python file pulls in, transitively: for each requirement the newest of the
+    channel's current python files that satisfies it, as (subdir, filename, record, about, refs of
+    the files that need it) — the shape the SBOM endpoint takes. Unsatisfied ones are left out."""
+    from ..store.publish import CURRENT
+    from ..store.tables import files
+
+    async with db.read() as conn:
+        rows = (await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.record, files.c.about).where(
+            files.c.channel_id == channel_id, files.c.subdir == subdir, files.c.type == "python", CURRENT))).all()
+    abouts = {(r.subdir, r.filename): r.about for r in rows}
+    index = PythonDependencyIndex([(r.subdir, r.filename, orjson.loads(r.record)) for r in rows])
+    index.records.setdefault((subdir, filename), record)
+    report = index.report([(subdir, filename)])
+    return [(d.key[0], d.key[1], dict(index.records[d.key]),
+             orjson.loads(abouts[d.key]) if abouts.get(d.key) else {}, [f"{s}/{f}" for s, f in d.needed_by])
+            for d in report.dependencies]
