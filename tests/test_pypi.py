@@ -192,3 +192,33 @@ def test_cli_uploads_wheels_and_sdists(server: Server, built: dict, tmp_path: Pa
     bad.write_bytes(app["wheel"].read_bytes())
     line = error_line(cli(server, "upload", "--channel", "clich", str(bad), code=1))
     assert "metadata says version 2.0" in line
+
+
+def test_renders_reuse_unchanged_projects_subchannels_and_private_tokens(server: Server, built: dict,
+                                                                        tmp_path: Path) -> None:
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "priv", "private": True})
+    api.post("/api/channels/priv/subchannels", 201, json={"name": "sub", "private": True})
+    api.upload("priv/sub", built["dep"]["wheel"])
+    platform = server.platform
+    cid = server.call(platform.channels.get("priv/sub")).id
+
+    def page(gen: int) -> Path:
+        return platform.publisher.subdir_dir(cid, "pypi", gen) / "p" / "tiny-dep.json"
+
+    first = server.call(platform.serving.lookup("priv/sub")).subdirs["pypi"]
+    api.upload("priv/sub", built["app"]["wheel"])  # another project: tiny-dep's page is linked, not rewritten
+    platform.serving.invalidate()
+    second = server.call(platform.serving.lookup("priv/sub")).subdirs["pypi"]
+    assert second > first and page(second).stat().st_ino == page(first).stat().st_ino
+
+    index = f"{server.url}/api/repo/priv/sub/pypi/simple/"
+    assert requests.get(index, timeout=30).status_code == 404  # private: strangers see nothing
+    token = api.post("/api/tokens", 201, json={"description": "pip"}).json()["token"]
+    with_token = f"{server.url}/t/{token}/api/repo/priv/sub/pypi/simple/"
+    target = tmp_path / "t"
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}
+    subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--index-url",
+                    with_token, "--target", str(target), "tiny-app"], check=True, capture_output=True, env=env,
+                   timeout=120)
+    assert _installed(target) == {"tiny_app", "tiny_dep"}
