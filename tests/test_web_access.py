@@ -82,6 +82,8 @@ def test_roles_and_forms(server: Server, world: dict) -> None:
     assert mia.post(server.url + "/channels/team/freeze", data={"csrf": "0" * 40}).status_code == 403
     r = mia.post(server.url + "/channels/team/freeze", data={"csrf": token}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
+    r = mia.post(server.url + "/channels/team/freeze", data={"csrf": token}, headers={"Origin": "null"})
+    assert r.status_code == 403
     assert Api(server).get("/api/channels/team").json()["frozen"] is False
     r = mia.post(server.url + "/channels/team/freeze", data={"csrf": token}, allow_redirects=False)
     assert r.status_code == 303
