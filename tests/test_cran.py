@@ -210,3 +210,22 @@ def test_cli_uploads_r_packages_and_prints_one_line_for_bad_ones(server: Server,
     r = cli(server, "upload", "--channel", "rpk", str(bad), code=1)
     assert "DESCRIPTION says clipkg 1.0, the file name clipkg 2.0" in error_line(r)
     assert [f["filename"] for f in r_channel.get("/api/channels/rpk/files").json()["items"]] == ["clipkg_0.9.tar.gz"]
+
+
+def test_subchannels_and_a_recreated_channel_serve_their_own_r_packages(server: Server, r_channel: Api,
+                                                                        tmp_path: Path) -> None:
+    api = r_channel
+    api.post("/api/channels/rpk/subchannels", 201, json={"name": "dev"})
+    api.upload("rpk/dev", build_r_source(tmp_path, "devpkg", "0.0.1"))
+    r = requests.get(f"{server.url}/api/repo/rpk/dev/cran/src/contrib/PACKAGES", timeout=30)
+    assert [s["Package"] for s in parse_dcf(r.text)] == ["devpkg"]
+    assert requests.get(f"{server.url}/api/repo/rpk/dev/cran/src/contrib/devpkg_0.0.1.tar.gz",
+                        timeout=30).status_code == 200
+    # a channel deleted and made again (maybe with the same id and generations) serves what it has now
+    for name in ("first", "second"):
+        api.post("/api/channels", 201, json={"name": "again"})
+        api.upload("again", build_r_source(tmp_path / name, name, "1.0"))
+        base = f"{server.url}/api/repo/again/cran/src/contrib"
+        assert [s["Package"] for s in parse_dcf(requests.get(f"{base}/PACKAGES", timeout=30).text)] == [name]
+        assert requests.get(f"{base}/{name}_1.0.tar.gz", timeout=30).status_code == 200
+        api.request("DELETE", "/api/channels/again")

@@ -54,8 +54,17 @@ def mirror(api: Api, up: UpstreamChannel, mode: str = "passive", **body) -> dict
     return run
 
 
-def test_passive_mirror_serves_packages_and_fetches_each_file_once(server: Server, api: Api,
+@pytest.fixture
+def db_server(tmp_path: Path, database_url: str | None) -> Iterator[Server]:
+    """These tests run on SQLite and on PostgreSQL."""
+    s = Server(tmp_path / "data", database_url).start()
+    yield s
+    s.stop()
+
+
+def test_passive_mirror_serves_packages_and_fetches_each_file_once(db_server: Server,
                                                                    cran_up: UpstreamChannel) -> None:
+    server, api = db_server, Api(db_server)
     run = mirror(api, cran_up)
     assert run["figures"]["records_seen"] == 3 and run["figures"]["records_published"] == 3, run
     base = f"{server.url}/api/repo/mc/cran/src/contrib"

@@ -41,17 +41,22 @@ LISTINGS = 16
 
 
 # -- serving -----------------------------------------------------------------------------------
-_listings: OrderedDict[Path, tuple[set[str], dict[str, str]]] = OrderedDict()
+_listings: OrderedDict[tuple[Path, int], tuple[set[str], dict[str, str]]] = OrderedDict()
 
 
 def _listing(directory: Path) -> tuple[set[str], dict[str, str]]:
-    hit = _listings.get(directory)
+    """The render's listing; keyed by its file's identity too (a deleted channel's id and
+    generation numbers may come back with a new channel)."""
+    path = directory / LISTING
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise NotFound("this CRAN index is not rendered") from None
+    key = (directory, stat.st_ino ^ stat.st_mtime_ns)
+    hit = _listings.get(key)
     if hit is None:
-        path = directory / LISTING
-        if not path.is_file():
-            raise NotFound("this CRAN index is not rendered")
         doc = orjson.loads(path.read_bytes())
-        hit = _listings[directory] = (set(doc["current"]), doc["archive"])
+        hit = _listings[key] = (set(doc["current"]), doc["archive"])
         while len(_listings) > LISTINGS:
             _listings.popitem(last=False)
     return hit
