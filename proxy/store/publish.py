@@ -559,10 +559,8 @@ def _feed_group(renderer: SubdirRenderer, rows: list, partials: dict[str, list])
     """Feed one name's rows (name, filename, record, version, mirror_id, uploaded_at, id, license);
     keep what its channeldata entry needs (the record unparsed when a shard worker parses it: the
     license column then, the newest timestamp from the worker)."""
-    kept = renderer.feed_name(rows[0][0], rows)
-    if kept:
-        current = renderer.current
-        newest, record = max((rr for rr in kept if rr[0][3] in current), key=lambda rr: rr[0][5])
+    if renderer.feed_name(rows[0][0], rows):
+        newest, record = renderer.newest  # the newest upload of the current version
         version = newest[3]
         vkeys = renderer.version_keys
         if version not in vkeys:

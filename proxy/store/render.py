@@ -30,6 +30,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 import msgpack
@@ -184,10 +185,9 @@ class _Section:
     def add(self, chunk: bytes) -> int:
         """Append a new chunk; returns its start in the section."""
         if self.pos:
-            self._write(b"," + chunk)
-            return self.pos - len(chunk)
+            self._write(b",")
         self._write(chunk)
-        return 0
+        return self.pos - len(chunk)
 
     def keep(self, start: int, end: int) -> int:
         """Keep an unchanged span of the previous render; returns its new start. Adjacent spans
@@ -240,6 +240,13 @@ def _copy_range(src_fd: int | None, dst_fd: int, offset: int, count: int) -> Non
             raise OSError("sendfile copied nothing")
         offset += n
         count -= n
+
+
+_UPLOADED = itemgetter(5)
+
+
+def _uploaded_first(pair: tuple[Row, dict | None]) -> float:
+    return pair[0][5]
 
 
 @dataclass
@@ -338,6 +345,8 @@ class SubdirRenderer:
         self._done: set[str] = set()
         self.version_keys: dict[str, tuple] = {}
         self.current: set[str] = set()  # the version strings that are current in the last name fed
+        #: (row, record or None) of the last name fed: the newest upload of its current version
+        self.newest: tuple[Row, dict | None] | None = None
         self.timestamp = 0  # the newest record timestamp of the last name fed
         self._pack = None if external_shards else ShardPack(self.tmp / PACK, gen)
 
@@ -407,12 +416,10 @@ class SubdirRenderer:
             self._old_i += 1
         if not rows:
             return []
-        parse = not self.external or self.sign is not None
-        if parse:
-            loads = orjson.loads
-            kept = [(r, loads(r[2])) for r in rows]
-        else:  # the shard worker parses them
-            kept = [(r, None) for r in rows]
+        if self.external and self.sign is None:
+            return self._feed_unparsed(name, rows)
+        loads = orjson.loads
+        kept = [(r, loads(r[2])) for r in rows]
         if self.exclude is not None:
             local = {r[1]: d for r, d in kept if r[4] is None}
             dropped = set(self.exclude(local)) if local else set()
@@ -434,6 +441,7 @@ class SubdirRenderer:
             latest = max(vkeys[v] for v in versions)
             current = {v for v in versions if vkeys[v] == latest}
         self.current = current
+        self.newest = max((rr for rr in kept if rr[0][3] in current), key=_uploaded_first)
         dumps = orjson.dumps
         # signed before the digests become bytes (shard_records): over the record as repodata shows it
         if self.sign is not None:
@@ -476,6 +484,62 @@ class SubdirRenderer:
         self.stats.records += len(kept)
         self.stats.rendered_names += 1
         return kept
+
+    def _feed_unparsed(self, name: str, rows: Sequence[Row]) -> list[tuple[Row, None]]:
+        """feed_name of a full render whose shard worker parses the records (no policy, no
+        signatures): only the JSON sections, with as little per-record work as can be (0.5 s
+        for 500,000 records)."""
+        dumps = orjson.dumps
+        versions = {r[3] for r in rows}
+        tar: list = []
+        conda: list = []
+        if len(versions) == 1:
+            self.current = versions
+            for r in rows:
+                fn = r[1]
+                (conda if fn.endswith(".conda") else tar).append(dumps(fn) + b":" + r[2])
+            bodies = [b",".join(tar) if tar else b"", b",".join(conda) if conda else b""]
+            bodies += bodies
+            newest = max(rows, key=_UPLOADED)
+        else:
+            vkeys = self.version_keys
+            for v in versions:
+                if v not in vkeys:
+                    vkeys[v] = version_key(v)
+            latest = max(vkeys[v] for v in versions)
+            current = self.current = {v for v in versions if vkeys[v] == latest}
+            cur_tar: list = []
+            cur_conda: list = []
+            newest = None
+            for r in rows:
+                fn = r[1]
+                entry = dumps(fn) + b":" + r[2]
+                if fn.endswith(".conda"):
+                    conda.append(entry)
+                    if r[3] in current:
+                        cur_conda.append(entry)
+                        if newest is None or r[5] > newest[5]:
+                            newest = r
+                else:
+                    tar.append(entry)
+                    if r[3] in current:
+                        cur_tar.append(entry)
+                        if newest is None or r[5] > newest[5]:
+                            newest = r
+            bodies = [b",".join(chunks) if chunks else b"" for chunks in (tar, conda, cur_tar, cur_conda)]
+        for section, body in zip(SECTIONS, bodies):
+            if body:
+                self.sections[section].add(body)
+            self.lens[section].append(len(body))
+        self.lens["signatures"].append(0)
+        self.lens["current.signatures"].append(0)
+        self.names.append(name)
+        self.newest = (newest, None)
+        self.timestamp = 0  # the shard worker knows it (adopt_shards)
+        self.counts.append(len(rows))
+        self.stats.records += len(rows)
+        self.stats.rendered_names += 1
+        return self.newest  # not empty: the rows were all kept
 
     def adopt_shards(self, names: list[str], digests: bytes, locs: array) -> None:
         """External shards: the worker's result, for the very names fed here."""
