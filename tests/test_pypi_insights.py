@@ -11,9 +11,9 @@ import requests
 from conftest import Api, Server
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from pybuilders import build_python_project
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
-from pybuilders import build_python_project
 
 from conda_platform_plugin.cves import read_path
 

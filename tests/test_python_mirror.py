@@ -301,3 +301,20 @@ def test_dependency_reports_resolve_requires_dist(server: Server, upstream: Stat
     lone = api.get("/api/channels/lone/mirrors/up/report").json()
     assert lone["satisfied"] is True
     assert [(d["name"], d["version"], d["direct"]) for d in lone["dependencies"]] == [("tiny-dep", "1.0", True)]
+
+
+def test_cli_creates_and_shows_python_mirrors(server: Server, upstream: StaticIndex) -> None:
+    from test_cli import cli, error_line
+
+    Api(server).post("/api/channels", 201, json={"name": "clim"})
+    out = cli(server, "mirror", "create", "clim", "py", "--type", "python", "--source", upstream.url,
+              "--project", "tiny-app>=2", "--project", "tiny-dep", "--run-now").stdout
+    assert "created passive mirror clim/py" in out
+    wait_run(Api(server), "py", base="/api/channels/clim/mirrors")
+    shown = cli(server, "mirror", "show", "clim", "py").stdout
+    assert "tiny-app>=2, tiny-dep" in shown and "python" in shown and "5 published" in shown
+    cli(server, "mirror", "edit", "clim", "py", "--project", "tiny-dep")
+    assert "projects" in cli(server, "mirror", "show", "clim", "py").stdout
+    line = error_line(cli(server, "mirror", "create", "clim", "bad", "--type", "python", "--source", upstream.url,
+                          code=1))
+    assert "'projects' is required" in line

@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 description="Create a mirror. The source is any conda channel URL, another conda-platform "
                             "server's https://HOST/api/repo/CHANNEL, or a URL with /t/TOKEN/ in it.")
     _target(p)
-    p.add_argument("--source", required=True, metavar="URL", help="the upstream channel URL")
+    p.add_argument("--source", required=True, metavar="URL",
+                   help="the upstream channel URL (python: the simple index URL, e.g. https://pypi.org/simple)")
+    p.add_argument("--type", choices=("conda", "python", "cran"), default="conda",
+                   help="what the upstream is: a conda channel, a Python simple index or a CRAN repository "
+                        "(default: conda)")
     p.add_argument("--mode", choices=("passive", "active"), default="passive",
                    help="passive: metadata now, each package fetched on its first request; "
                         "active: every package downloaded by the run (default: passive)")
@@ -84,6 +88,9 @@ def _target(p: argparse.ArgumentParser) -> None:
 def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subdir", action="append", dest="subdirs", metavar="SUBDIR",
                    help="a subdir to mirror (repeat; default: all the source has; noarch always)")
+    p.add_argument("--project", action="append", dest="projects", metavar="REQ",
+                   help="python mirrors: a project to mirror, requirements style, e.g. 'requests>=2' (repeat; "
+                        "required for python; on edit the list replaces the old one)")
     p.add_argument("--cron", metavar="EXPR", help="when to run: 5-field cron expression in UTC (default '0 0 1 * *')")
     p.add_argument("--concurrency", type=int, metavar="N", help="package downloads at once in active mode")
 
@@ -122,7 +129,9 @@ def _policy_text(m: dict) -> str:
 def _show(out: Output, m: dict) -> None:
     pairs: list[tuple[str, Any]] = [
         ("name", m["name"]), ("channel", m["channel"]), ("type", m["type"]), ("mode", m["mode"]),
-        ("source", m["source_url"]), ("subdirs", m["subdirs"] if m["subdirs"] else "all the source has"),
+        ("source", m["source_url"]),
+        *([("projects", ", ".join(m["projects"]))] if m.get("projects") else
+          [("subdirs", m["subdirs"] if m["subdirs"] else "all the source has")]),
         ("schedule (UTC)", m["cron"]), ("next run", m["next_run_at"]), ("concurrency", m["concurrency"]),
         ("policy", _policy_text(m)), ("status", m["status"]),
     ]
@@ -141,7 +150,7 @@ def _show(out: Output, m: dict) -> None:
 def create(args: argparse.Namespace, out: Output) -> int:
     m = client(args).create_mirror(args.channel, args.name, args.source, mode=args.mode, subdirs=args.subdirs,
                                    cron=args.cron, concurrency=args.concurrency, policy=args.policy,
-                                   run_now=args.run_now)
+                                   run_now=args.run_now, type=args.type, projects=args.projects)
     out.result(m, f"created {m['mode']} mirror {m['channel']}/{m['name']} of {m['source_url']}; "
                   f"next run {m['next_run_at']}" + (" (running now)" if args.run_now else ""))
     return 0
@@ -197,6 +206,8 @@ def edit(args: argparse.Namespace, out: Output) -> int:
         changes["subdirs"] = None
     elif args.subdirs:
         changes["subdirs"] = args.subdirs
+    if args.projects:
+        changes["projects"] = args.projects
     if args.cron:
         changes["cron"] = args.cron
     if args.concurrency is not None:
@@ -208,7 +219,7 @@ def edit(args: argparse.Namespace, out: Output) -> int:
     elif args.channel_policy:
         changes["policy"] = None
     if not changes:
-        args.parser.error("nothing to change: give --source, --rename, --subdir, --all-subdirs, --cron, "
+        args.parser.error("nothing to change: give --source, --rename, --subdir, --all-subdirs, --project, --cron, "
                           "--concurrency, --policy or --channel-policy")
     m = client(args).update_mirror(args.channel, args.name, **changes)
     if out.json_mode:
