@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from .api import artifacts, channels, cves, files, identity, insights, mirrors, openapi, policies, search, trust  # noqa: F401, E501 - modules register routes
+from .api import artifacts, channels, cves, files, identity, insights, mirrors, openapi, policies, search, trust, yank  # noqa: F401, E501 - modules register routes
 from .api.openapi import add_swagger_assets
 from .api.routing import AUTH, PLATFORM, routes
 from .auth import Auth

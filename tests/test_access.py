@@ -59,6 +59,8 @@ SPEC = {
     ("GET", "/api/channels/{channel}/files/{subdir}/{filename}"): "channel.read",
     ("GET", "/api/channels/{channel}/files/{subdir}/{filename}/download"): "channel.read",
     ("DELETE", "/api/channels/{channel}/files/{subdir}/{filename}"): "channel.write",
+    ("POST", "/api/channels/{channel}/files/{subdir}/{filename}/yank"): "channel.write",
+    ("DELETE", "/api/channels/{channel}/files/{subdir}/{filename}/yank"): "channel.write",
     ("POST", "/api/channels/{channel}/files/delete"): "channel.write",
     ("POST", "/api/channels/{channel}/files/copy"): "channel.read",  # + write on the target, checked in the handler
     ("POST", "/api/channels/{channel}/files/move"): "channel.write",  # + write on the target

@@ -222,3 +222,33 @@ def test_renders_reuse_unchanged_projects_subchannels_and_private_tokens(server:
                     with_token, "--target", str(target), "tiny-app"], check=True, capture_output=True, env=env,
                    timeout=120)
     assert _installed(target) == {"tiny_app", "tiny_dep"}
+
+
+def test_yank_and_unyank_uploaded_files(server: Server, built: dict, tmp_path: Path) -> None:
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "yk"})
+    api.upload("yk", built["dep"]["wheel"], built["dep2"]["wheel"])
+    wheel = built["dep2"]["wheel"].name
+    url = f"/api/channels/yk/files/pypi/{wheel}/yank"
+    done = api.post(url, json={"reason": "broken <build>"}).json()
+    assert done["yanked"] == "broken <build>" and done["generation"]
+    index = f"{server.url}/api/repo/yk/pypi/simple/tiny-dep/"
+    files = {f["filename"]: f for f in requests.get(index, headers={"Accept": JSON}, timeout=30).json()["files"]}
+    assert files[wheel]["yanked"] == "broken <build>"
+    assert 'data-yanked="broken &lt;build&gt;"' in requests.get(index, timeout=30).text
+    assert api.post(url, json={"reason": "broken <build>"}).json()["generation"] is None  # no change, no generation
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}
+    subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--index-url",
+                    index.removesuffix("tiny-dep/"), "--target", str(tmp_path / "a"), "tiny-dep"], check=True,
+                   capture_output=True, env=env, timeout=120)
+    assert (tmp_path / "a" / "tiny_dep" / "__init__.py").read_text() == '__version__ = "1.0"\n'  # 2.0 skipped
+    assert requests.get(f"{server.url}/api/repo/yk/pypi/files/{wheel}", timeout=30).status_code == 200
+    api.request("DELETE", url)
+    files = {f["filename"]: f for f in requests.get(index, headers={"Accept": JSON}, timeout=30).json()["files"]}
+    assert files[wheel]["yanked"] is False
+    api.post(f"/api/channels/yk/files/pypi/{built['dep']['wheel'].name}/yank")  # no body: yanked, no reason
+    files = {f["filename"]: f for f in requests.get(index, headers={"Accept": JSON}, timeout=30).json()["files"]}
+    assert files[built["dep"]["wheel"].name]["yanked"] is True
+    assert 'data-yanked=""' in requests.get(index, timeout=30).text
+    api.post("/api/channels/yk/files/pypi/nope-1.0-py3-none-any.whl/yank", 404)
+    api.post("/api/channels/yk/files/noarch/x-1-0.conda/yank", 400)
