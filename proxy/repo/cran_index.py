@@ -241,7 +241,7 @@ def dependencies_report(fields: Mapping[str, str], available: Mapping[str, list[
 # -- the renderer (contract 3) ----------------------------------------------------------------
 class CranRenderer:
     """PACKAGES of one cran subdir for one generation (contract 3). A full render each time: a
-    CRAN-sized subdir (about 21,000 packages) renders in well under a second."""
+    CRAN-sized subdir (21,000 packages) publishes in about a second (bench/bench_cran.py)."""
 
     async def render(self, publisher: Publisher, cid: int, subdir: str, gen: int, previous: int | None,
                      names: set[str], *, force: bool, policy: CompiledPolicy | None) -> int:
