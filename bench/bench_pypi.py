@@ -62,6 +62,7 @@ from bench.pypi_upstream import Upstream, make_upstream  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 GOAL = 1.0
+DIRECT = "upstream, direct"  # the cold fetches without a proxy: their baseline
 HTML_HEADERS = {"Accept": "text/html", "Accept-Encoding": "gzip, deflate"}
 JSON_HEADERS = {  # what uv sends (pip >= 22.2 sends the same preference order)
     "Accept": "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01",
@@ -78,7 +79,7 @@ class Proxy:
     """One running proxy: its process, the URL prefix of its project pages, and how it was set up."""
 
     name: str
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None  # None: the upstream itself (the cold-fetch baseline)
     simple: str  # ends with "/": simple + "<project>/" is a project page
     version: str
     notes: list[str] = field(default_factory=list)
@@ -332,9 +333,17 @@ def upstream_sha256(upstream: Upstream, project: str, filename: str) -> str:
     return hashlib.sha256((upstream.root / "files" / project / filename).read_bytes()).hexdigest()
 
 
-def measure(proxies: dict[str, Proxy], upstream: Upstream, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Every figure of every proxy; the warm-page runs interleaved over rounds (medians reported)."""
-    results: dict[str, dict[str, Any]] = {}
+def measure(proxies: dict[str, Proxy], upstream: Upstream, upstream_url: str,
+            args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Every figure of every proxy; the warm-page runs interleaved over rounds (medians reported).
+
+    First the same cold fetches straight from the upstream: the baseline of a cold fetch (what any
+    proxy must wait for), which also brings the upstream's files into the page cache for all proxies alike.
+    """
+    direct = Proxy(DIRECT, None, f"{upstream_url}/simple/", "nginx")
+    results: dict[str, dict[str, Any]] = {
+        DIRECT: {"cold_pages": cold_pages(direct, upstream.all_projects),
+                 "cold_wheels": cold_wheels(direct, upstream, args.cold_wheels)}}
     for name, proxy in proxies.items():
         results[name] = {"cold_pages": cold_pages(proxy, upstream.all_projects)}
     page_project = upstream.projects[0]
@@ -343,6 +352,7 @@ def measure(proxies: dict[str, Proxy], upstream: Upstream, args: argparse.Namesp
     for rnd in range(args.rounds):
         for case, headers in cases:
             for name, proxy in proxies.items():
+                assert proxy.proc is not None
                 res = asyncio.run(warm_page(f"{proxy.simple}{page_project}/", headers, args, proxy.proc.pid))
                 runs.setdefault((name, case), []).append(res)
                 print(f"  round {rnd + 1}/{args.rounds} {case} {name}: {res['req_s']:,.0f} req/s", flush=True)
@@ -369,6 +379,8 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
            upstream: Upstream) -> None:
     rows = []
     for name, res in results.items():
+        if name == DIRECT:
+            continue
         for case in ("html", "json"):
             r = res[case]
             rows.append({"proxy": name, "case": f"warm page, {case}", "served": r["served"], "req_s": r["req_s"],
@@ -401,7 +413,7 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
     ours = results["ours"]
     rows = []
     for name, res in results.items():
-        if name == "ours":
+        if name in ("ours", DIRECT):
             continue
         for label, mine, theirs in (
             ("warm page HTML req/s", ours["html"]["req_s"], res["html"]["req_s"]),
@@ -460,16 +472,17 @@ def main() -> int:
                     raise SystemExit(f"unknown server {name!r}")
                 proxies[name] = proxy
                 print(f"{name} {proxy.version}: {proxy.simple} ({'; '.join(proxy.notes)})", flush=True)
-            results = measure(proxies, upstream, args)
+            results = measure(proxies, upstream, upstream_url, args)
     finally:
         for proxy in proxies.values():
-            stop(proxy.proc)
+            if proxy.proc is not None:
+                stop(proxy.proc)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report(results, proxies, args, upstream)
     for name, res in results.items():
         for case in ("html", "json"):
-            if res[case]["errors"]:
+            if res.get(case, {}).get("errors"):
                 print(f"{name} {case}: {res[case]['errors']} errors, e.g. {res[case]['error_samples']}")
     return 0
 
