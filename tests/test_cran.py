@@ -158,7 +158,12 @@ def test_repository_serves_packages_tarballs_archive_and_binaries(server: Server
     # the newest at the top, the older in Archive/NAME/
     assert requests.get(f"{base}/src/contrib/tinyr_1.10.0.tar.gz", timeout=30).content == new.read_bytes()
     assert requests.get(f"{base}/src/contrib/Archive/tinyr/tinyr_1.0.0.tar.gz", timeout=30).content == old.read_bytes()
-    for missing in ("src/contrib/tinyr_1.0.0.tar.gz", "src/contrib/Archive/tinyr/tinyr_1.10.0.tar.gz",
+    assert requests.get(f"{base}/src/contrib/tinyr_1.0.0.tar.gz", timeout=30).content == old.read_bytes()
+    f = api.get("/api/channels/rpk/files/cran-src/tinyr_1.0.0.tar.gz").json()
+    assert f["download_url"] == "/api/repo/rpk/cran/src/contrib/tinyr_1.0.0.tar.gz"
+    assert api.get("/api/channels/rpk/files/cran-bin-windows-4.2/tinyr_1.10.0.zip").json()["download_url"] == \
+        "/api/repo/rpk/cran/bin/windows/contrib/4.2/tinyr_1.10.0.zip"
+    for missing in ("src/contrib/Archive/tinyr/tinyr_1.10.0.tar.gz",
                     "src/contrib/Archive/other/tinyr_1.0.0.tar.gz", "src/contrib/PACKAGES.rds", "src/nothing",
                     "bin/windows/contrib/4.1/PACKAGES"):
         resp = requests.get(f"{base}/{missing}", timeout=30)

@@ -1,7 +1,8 @@
 """The CRAN repository protocol at ``/api/repo/<ch>[/<sub>]/cran/`` (what R's ``install.packages``
 and ``available.packages`` ask for): ``src/contrib/PACKAGES`` (+ ``.gz``), the newest version of
 each package at ``src/contrib/NAME_VERSION.tar.gz``, older ones at
-``src/contrib/Archive/NAME/NAME_VERSION.tar.gz``, binaries below ``bin/<os>/…/contrib/<R x.y>/``
+``src/contrib/Archive/NAME/NAME_VERSION.tar.gz`` (and, unlike CRAN, at ``src/contrib/`` too: one
+URL of each file, the REST API's ``download_url``), binaries below ``bin/<os>/…/contrib/<R x.y>/``
 with their own PACKAGES (cran_index.contrib_path).
 
 Each cran subdir is rendered once per published generation by ``cran_index.CranRenderer`` into its
@@ -74,7 +75,7 @@ async def handle(request: web.Request, platform: Platform, served: Served, rest:
             raise NotFound(f"{tail[0]} is not rendered")
         return web.FileResponse(path, headers={"Content-Type": INDEX_TYPES[tail[0]], "Cache-Control": INDEX_CACHE})
     current, archive = await asyncio.to_thread(_listing, directory)
-    if len(tail) == 1 and tail[0] in current:
+    if len(tail) == 1 and (tail[0] in current or tail[0] in archive):  # (older versions: also in Archive/)
         filename = tail[0]
     elif len(tail) == 3 and tail[0] == "Archive" and archive.get(tail[2]) == tail[1]:
         filename = tail[2]
