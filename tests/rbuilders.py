@@ -124,10 +124,11 @@ def rscript(code: str, *, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([RSCRIPT, "--vanilla", "-e", code], capture_output=True, text=True, timeout=timeout)
 
 
-def write_cran_repo(root: Path, packages: list[Path], *, sha256: bool = False) -> Path:
-    """A CRAN-style repository directory: the tarballs in ``src/contrib`` with PACKAGES and
-    PACKAGES.gz as write_PACKAGES writes them (MD5sum; ``sha256``: also SHA256, as R-hub's have)."""
-    contrib = Path(root) / "src" / "contrib"
+def write_cran_repo(root: Path, packages: list[Path], *, sha256: bool = False, contrib: str = "src/contrib") -> Path:
+    """A CRAN-style repository directory: the files in ``contrib`` (e.g. bin/windows/contrib/4.2)
+    with PACKAGES and PACKAGES.gz as write_PACKAGES writes them (MD5sum; ``sha256``: also SHA256,
+    as R-hub's have)."""
+    contrib = Path(root) / contrib
     contrib.mkdir(parents=True, exist_ok=True)
     records = []
     for path in packages:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import Api, Server
-from rbuilders import build_r_source, write_cran_repo
+from rbuilders import build_r_binary, build_r_source, write_cran_repo
 from upstream import UpstreamChannel
 
 from conda_platform_plugin.rformats import parse_dcf
@@ -139,3 +139,38 @@ def test_cran_mirror_settings_are_checked(api: Api, cran_up: UpstreamChannel) ->
     assert m["type"] == "cran" and m["subdirs"] == ["cran-bin-windows-4.2", "cran-src"]
     run = wait_run(api, "x")  # the upstream has no Windows binaries: that subdir is missing, the run completes
     assert run["status"] == "completed" and run["figures"]["subdirs_missing"] == ["cran-bin-windows-4.2"], run
+
+
+def test_mirrors_of_binaries_with_sha256_and_of_another_server(server: Server, api: Api, tmp_path: Path) -> None:
+    """Windows binaries of an index that has SHA256 (as R-hub's have) into cran-bin-windows-4.2, then
+    a passive mirror of this server's own channel (server to server)."""
+    up = UpstreamChannel(tmp_path / "up", prefix="/cran")
+    win = build_r_binary(tmp_path / "w", "winpkg", "2.1", kind="windows")
+    write_cran_repo(up.root, [win], sha256=True, contrib="bin/windows/contrib/4.2")
+    up.start()
+    try:
+        api.post("/api/channels", 201, json={"name": "mc"})
+        api.post(BASE, 201, json={"name": "win", "type": "cran", "source_url": up.url, "run_now": True,
+                                  "subdirs": ["cran-bin-windows-4.2"]})
+        assert wait_run(api, "win")["status"] == "completed"
+        f = api.get("/api/channels/mc/files/cran-bin-windows-4.2/winpkg_2.1.zip").json()
+        assert f["record"]["sha256"] == hashlib.sha256(win.read_bytes()).hexdigest()
+        url = f"{server.url}/api/repo/mc/cran/bin/windows/contrib/4.2/winpkg_2.1.zip"
+        assert requests.get(url, timeout=30).content == win.read_bytes()
+    finally:
+        up.stop()
+    # this server's channel as the upstream of another channel's mirror
+    api.post("/api/channels", 201, json={"name": "hosted"})
+    src = build_r_source(tmp_path, "hostedpkg", "0.5", Imports="methods")
+    api.upload("hosted", src)
+    api.post("/api/channels", 201, json={"name": "copy"})
+    api.post("/api/channels/copy/mirrors", 201, json={"name": "ours", "type": "cran", "run_now": True,
+                                                      "source_url": f"{server.url}/api/repo/hosted/cran"})
+    deadline = time.monotonic() + 60
+    while (m := api.get("/api/channels/copy/mirrors/ours").json())["last_run"] is None or \
+            m["last_run"]["status"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert m["last_run"]["status"] == "completed", m["last_run"]
+    got = requests.get(f"{server.url}/api/repo/copy/cran/src/contrib/hostedpkg_0.5.tar.gz", timeout=30)
+    assert got.status_code == 200 and got.content == src.read_bytes()

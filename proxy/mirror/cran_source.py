@@ -37,7 +37,7 @@ from conda_platform_plugin.errors import BadRequest, UpstreamError
 from conda_platform_plugin.names import is_cran_subdir
 from conda_platform_plugin.rformats import _FILENAME, parse_dcf
 
-from ..repo.cran_index import SRC_SUBDIR, CranDependencyIndex, contrib_path, cran_record
+from ..repo.cran_index import SRC_SUBDIR, CranDependencyIndex, contrib_path, cran_record, squash
 from ..store.files import record_digest
 from ..store.tables import files
 from .http import Upstream, UpstreamNotFound, redact
@@ -115,8 +115,8 @@ class CranSource(Source):
             if not _FILENAME.match(fn):
                 _filtered(out, fn, name, version, "invalid", "not an R package name and version")
                 continue
-            md5 = str(fields.get("MD5sum", "")).lower()
-            sha = str(fields.get("SHA256", "")).lower()
+            md5 = squash(fields.get("MD5sum", "")).lower()  # (a folded SHA256 line continues on the next)
+            sha = squash(fields.get("SHA256", "")).lower()
             if not _MD5.match(md5) and not _SHA256.match(sha):
                 _filtered(out, fn, name, version, "checksum", "no MD5sum or SHA256: its bytes could not be verified")
                 continue
