@@ -318,3 +318,75 @@ def test_cli_creates_and_shows_python_mirrors(server: Server, upstream: StaticIn
     line = error_line(cli(server, "mirror", "create", "clim", "bad", "--type", "python", "--source", upstream.url,
                           code=1))
     assert "'projects' is required" in line
+
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory: pytest.TempPathFactory, built: dict) -> Iterator[tuple[str, Path]]:
+    """(its URL, its request log)"""
+    """A plain directory of wheels and sdists served by Python's own http.server (a listing, no hashes)."""
+    import socket
+    import time
+
+    root = tmp_path_factory.mktemp("dir")
+    for key in ("dep1", "app2"):
+        for kind in ("wheel", "sdist"):
+            (root / built[key][kind].name).write_bytes(built[key][kind].read_bytes())
+    (root / "notes.txt").write_text("not a package\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = root.parent / "http.log"
+    with log.open("wb") as sink:  # http.server logs each request on stderr
+        proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                                 "--directory", str(root)], stdout=subprocess.DEVNULL, stderr=sink)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            requests.get(url, timeout=1)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "http.server did not start"
+            time.sleep(0.05)
+    yield url, log
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_mirror_of_a_directory_listing(directory: tuple[str, Path], built: dict, tmp_path: Path) -> None:
+    server = Server(tmp_path / "data").start()  # a store without these blobs
+    try:
+        _directory_mirror(server, directory, built, tmp_path)
+    finally:
+        server.stop()
+
+
+def _directory_mirror(server: Server, directory: tuple[str, Path], built: dict, tmp_path: Path) -> None:
+    url, log = directory
+
+    def gets(name: str) -> int:
+        return log.read_text().count(f'"GET /{name} ')
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "flat"})
+    api.post("/api/channels/flat/mirrors", 201, json={"name": "dir", "type": "python", "source_url": url,
+                                                      "projects": ["tiny-app", "tiny-dep"], "run_now": True})
+    run = wait_run(api, "dir", base="/api/channels/flat/mirrors")
+    assert run["status"] == "completed" and run["figures"]["records_published"] == 4, run
+    index = f"{server.url}/api/repo/flat/pypi/simple/"
+    doc = requests.get(index + "tiny-app/", headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+                       timeout=30).json()
+    wheel = built["app2"]["wheel"]
+    entry = next(f for f in doc["files"] if f["filename"] == wheel.name)
+    assert entry["hashes"]["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest()
+    assert entry["size"] == wheel.stat().st_size and entry["core-metadata"]  # learned by reading the file
+    assert api.get("/api/channels/flat/artifacts/python/tiny-app").json()["license"] == "MIT"
+    assert gets(wheel.name) == 1  # read once by the run to learn its sha256
+    target = tmp_path / "t"
+    pip_install(index, target, "tiny-app")
+    assert installed(target) == {"tiny_app": "2.0", "tiny_dep": "1.0"}
+    assert gets(wheel.name) == 2  # passive: fetched on pip's request
+    # a second run reads no file again (sha256 known by URL, size and Last-Modified) and writes nothing
+    api.post("/api/channels/flat/mirrors/dir/run", 202)
+    again = wait_run(api, "dir", base="/api/channels/flat/mirrors", until=("completed", "failed"))
+    assert again["status"] == "completed" and again["figures"].get("upstream_unchanged") is True, again
+    assert gets(wheel.name) == 2

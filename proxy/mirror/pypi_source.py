@@ -7,6 +7,11 @@ filtered with rule ``projects``). Each project's page is fetched with a conditio
 PEP 658 core metadata of every kept file is read when the upstream offers it (cached: it never
 changes), which gives records their license, requirements and summary. All projects together
 are the one pseudo-subdir "pypi" of the engine's run.
+
+A **directory of files** works too: when the source has no project pages, its own page (any
+directory listing: nginx autoindex, ``python -m http.server``) is read as a flat list of files;
+files listed without a sha256 are read once to learn it (and their metadata), cached by URL,
+size and ETag/Last-Modified.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import tempfile
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -30,9 +37,9 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from conda_platform_plugin.errors import BadRequest, UpstreamError
+from conda_platform_plugin.errors import BadRequest, InvalidPackage, UpstreamError
 from conda_platform_plugin.names import PYPI_SUBDIR
-from conda_platform_plugin.pyformats import core_metadata_fields
+from conda_platform_plugin.pyformats import core_metadata_fields, read_python_package
 
 from ..ingest.python import python_extras, python_record, wheel_tag
 from ..store.files import record_digest
@@ -172,8 +179,15 @@ class PypiSource:
         """Every project's page (conditional GETs), and what the kept files need (sizes,
         metadata): one Index whose body is the JSON of all of it."""
         gate = asyncio.Semaphore(CONCURRENCY)
-        pages = await asyncio.gather(*(self._page(r, gate) for r in self.requirements))
+        pages = await asyncio.gather(*(self._page(f"{self.url}/{canonicalize_name(r.name)}/", gate)
+                                       for r in self.requirements))
         index_url = f"{self.url}/"
+        if all(p is None for p in pages):  # no project pages: maybe a directory listing of files
+            flat = await self._page(index_url, gate)
+            if flat is not None:
+                pages = [(flat[0], [f for f in flat[1] if (file_version(f["filename"]) or ("",))[0]
+                                    == canonicalize_name(r.name)]) for r in self.requirements]
+                pages = [p if p[1] else None for p in pages]
         if all(p is None for p in pages):
             return Index(subdir, "missing", url=index_url)
         projects: dict[str, Any] = {}
@@ -189,8 +203,8 @@ class PypiSource:
         changed = any(p is not None and p[0] == "fetched" for p in pages)
         return Index(subdir, "fetched" if changed else "unchanged", index_url, "json", body, digest)
 
-    async def _page(self, req: Requirement, gate: asyncio.Semaphore) -> tuple[str, list[dict]] | None:
-        url = f"{self.url}/{canonicalize_name(req.name)}/"
+    async def _page(self, url: str, gate: asyncio.Semaphore) -> tuple[str, list[dict]] | None:
+        """(fetched | unchanged, the files a page links) by a conditional GET; None for a 404."""
         async with gate:
             cached = await asyncio.to_thread(self.cache.get, url)
             headers = {"Accept": ACCEPT}
@@ -226,8 +240,13 @@ class PypiSource:
             return False
 
     async def _complete(self, f: dict, req: Requirement, gate: asyncio.Semaphore) -> None:
-        """A kept file's size (HEAD when the page has none) and core metadata (PEP 658)."""
-        if not self._wanted(f, req) or not _SHA256.fullmatch(str((f.get("hashes") or {}).get("sha256", ""))):
+        """A kept file's size (HEAD when the page has none) and core metadata (PEP 658); a file
+        the page gives no sha256 for (a directory listing) is read once to learn it."""
+        if not self._wanted(f, req):
+            return
+        if not _SHA256.fullmatch(str((f.get("hashes") or {}).get("sha256", ""))):
+            async with gate:
+                await self._learn(f)
             return
         async with gate:
             if not isinstance(f.get("size"), int):
@@ -240,6 +259,51 @@ class PypiSource:
             if meta:
                 f["_metadata"] = await self._metadata(f["url"] + ".metadata",
                                                       meta.get("sha256") if isinstance(meta, dict) else None)
+
+    async def _learn(self, f: dict) -> None:
+        """sha256, size and core metadata of a file by reading it, cached by URL, size and the
+        upstream's validator (ETag or Last-Modified): later runs only ask a HEAD."""
+        url = f["url"]
+        try:
+            async with self.upstream.session().head(url, allow_redirects=True) as resp:
+                if resp.status != 200:
+                    return
+                size, tag = resp.content_length, resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        except Exception:  # noqa: BLE001 - unknown: the file is filtered with rule sha256
+            return
+        key = f"learned:{url}:{size}:{tag}"
+        hit = await asyncio.to_thread(self.cache.get, key) if tag else None
+        if hit is None:
+            hit = await self._read_file(url, f["filename"])
+            if hit is None:
+                return
+            if tag:
+                await asyncio.to_thread(self.cache.put, key, hit)
+        f["hashes"], f["size"] = {"sha256": hit["sha256"]}, hit["size"]
+        if hit.get("metadata"):
+            f["_metadata"] = hit["metadata"]
+
+    async def _read_file(self, url: str, filename: str) -> dict | None:
+        with tempfile.TemporaryDirectory(prefix="pypi-learn-") as tmp:
+            path = Path(tmp) / "file"
+            digest, size = hashlib.sha256(), 0
+            try:
+                async with self.upstream.get(url) as resp:
+                    with path.open("wb") as out:
+                        async for chunk in resp.content.iter_chunked(1 << 20):
+                            size += len(chunk)
+                            if size > self.max_bytes:
+                                return None
+                            digest.update(chunk)
+                            out.write(chunk)
+            except UpstreamError:
+                return None
+            try:
+                pkg = await asyncio.to_thread(read_python_package, path, filename)
+                metadata = pkg.metadata.decode("latin-1")
+            except InvalidPackage:
+                metadata = None
+        return {"sha256": digest.hexdigest(), "size": size, "metadata": metadata}
 
     async def _metadata(self, url: str, sha256: str | None) -> str | None:
         """The PEP 658 file as text (kept bytes: latin-1 round trip), from the cache when known."""
