@@ -45,6 +45,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamChann
     up.add("upa", "1.0")
     up.add("upa", "2.0")
     up.add("upb", "1.0", subdir="linux-64", depends=["upa >=2"])
+    up.add("upgpl", "1.0", license="GPL-3.0-only")  # filtered by the channel's policy (no-gpl)
     up.index()
     up.start()
     yield up
@@ -188,9 +189,14 @@ def test_freeze_mirror_run_now_to_completed_and_unfreeze(admin, server: Server, 
     assert page.locator("table.mirrors tr[data-key] [data-field=finished_at]").inner_text().endswith("Z")
     page.reload()
     check_accessible(page)
-    assert "3 published" in page.locator("#counts").inner_text()
+    assert page.locator("#counts").inner_text() == "4 seen upstream · 3 published · 1 filtered"
     assert set(page.locator("#mirror-packages tbody .tag").all_inner_texts()) == {"passive"}
+    reasons = page.locator("#filtered-reasons tbody tr").all_inner_texts()
+    assert len(reasons) == 1 and reasons[0].startswith("license") and reasons[0].endswith("1")
     shoot(page, shots, "mirror-details")
+    page.get_by_role("link", name="Filtered").click()
+    filtered = page.locator("#mirror-packages tbody tr").all_inner_texts()
+    assert len(filtered) == 1 and "upgpl-1.0-0.conda" in filtered[0] and "GPL-3.0-only" in filtered[0]
     # the frozen channel still publishes what it published before
     assert api.get(f"/api/channels/{CHANNEL}").json()["published_generation"] == published
     # the channel's Mirrors tab and the global Mirrors page with their Actions dropdowns
