@@ -211,7 +211,22 @@ def test_freeze_mirror_run_now_to_completed_and_unfreeze(admin, server: Server, 
         row.get_by_role("link", name="Download Dependency Report").click()
     assert download.value.suggested_filename == "web-up-dependencies.csv"
     visit(page, shots, "/mirrors", "global-mirrors")
-    assert page.locator("tr[data-key='web/up'] [data-field=status]").inner_text() == "completed"
+    status = page.locator("tr[data-key='web/up'] [data-field=status]")
+    assert status.inner_text() == "completed"
+    # Restart Mirror and Stop Running Mirror from the global page's dropdown, followed live
+    held = upstream.fault("*repodata*", "hold")
+    try:
+        page.locator("tr[data-key='web/up'] details.menu summary").click()
+        page.get_by_role("button", name="Restart Mirror").click()
+        page.wait_for_url("**/mirrors")
+        expect(status).to_have_text(re.compile("^(queued|running)$"))
+        page.locator("tr[data-key='web/up'] details.menu summary").click()
+        page.get_by_role("button", name="Stop Running Mirror").click()
+        page.wait_for_url("**/mirrors")
+    finally:
+        held.release()
+    expect(status).to_have_text("stopped", timeout=30000)
+    upstream.clear_faults()
     # Edit Mirror: the mode is locked
     page.goto(f"/channels/{CHANNEL}/mirrors/up/edit")
     assert page.get_by_label("Passive: metadata now, each package fetched on its first request").is_disabled()

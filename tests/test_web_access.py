@@ -150,3 +150,11 @@ def test_mirror_form_passes_the_type_and_its_fields_to_the_domain(server: Server
     page = admin.get(server.url + "/channels/m/mirrors/py/edit").text
     assert re.search(r'id="m-mode-passive"[^>]*checked[^>]*disabled', page)
     assert "requests&gt;=2" in page
+    # Delete Mirror asks first
+    r = admin.post(server.url + "/channels/m/mirrors/py/delete", data={"csrf": token})
+    assert r.status_code == 200 and "Delete mirror py?" in r.text
+    assert api.get("/api/channels/m/mirrors").json()["total"] == 1
+    r = admin.post(server.url + "/channels/m/mirrors/py/delete", data={"csrf": token, "confirm": "yes"},
+                   allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/channels/m/mirrors"
+    assert api.get("/api/channels/m/mirrors").json()["total"] == 0
