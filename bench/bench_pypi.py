@@ -458,6 +458,8 @@ def main() -> int:
                         help="our server as a passive python mirror of the upstream, or a hosted channel of its files")
     parser.add_argument("--no-venv", action="store_true", help="run proxpi/devpi from this environment")
     parser.add_argument("--proxpi-workers", type=int, default=1)
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="where the proxies keep their data (default bench/out/; /dev/shm takes the disk out)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (bench/out/pypi-*)")
     args = parser.parse_args()
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
@@ -468,7 +470,7 @@ def main() -> int:
     print(f"upstream: {len(upstream.projects)} projects × {upstream.versions} versions (wheel + sdist) and "
           f"{args.big_wheels} projects of one {args.big_mb} MB wheel, in {upstream.root} "
           f"({time.perf_counter() - t0:.1f} s)", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="pypi-", dir=OUT))
+    work = Path(tempfile.mkdtemp(prefix="pypi-", dir=args.work_dir or OUT))
     results: dict[str, dict[str, Any]] = {}
     proxies: dict[str, Proxy] = {}
     try:
