@@ -1,33 +1,38 @@
 """PyPI serving benchmark: project pages and cold wheel fetches, beside proxpi and devpi-server.
 
-    python bench/bench_pypi.py [--projects 200] [--versions 5] [--seconds 10] [--concurrency 32]
+    python bench/bench_pypi.py [--projects 200] [--versions 5] [--rounds 3] [--seconds 5] [--concurrency 32]
     python bench/bench_pypi.py --servers ours,proxpi      # a subset
+    python bench/bench_pypi.py --ours hosted              # our server as a hosted channel of the same files
     python bench/bench_pypi.py --no-venv                  # proxpi/devpi from this environment
+    python bench/bench_pypi.py --work-dir /dev/shm        # the proxies' data on tmpfs
 
 Setup (not measured): ``pypi_upstream.make_upstream`` writes a static PEP 503 index of N tiny
-projects × V versions (a wheel with its PEP 658 ``.metadata`` and an sdist per version) plus one
-project with a single 20 MB wheel, cached under bench/out/; nginx (``harness.start_nginx``) serves
-it on 127.0.0.1. Three proxies of that SAME upstream are then started one after the other, each in
-its own process with a fresh data dir, so none competes with another for the two cores:
+projects × V versions (a wheel with its PEP 658 ``.metadata`` and an sdist per version) plus five
+projects of one 20 MB wheel each, cached under bench/out/; nginx (``harness.start_nginx``) serves
+it on 127.0.0.1. Three proxies of that SAME upstream are then started, each in its own process with
+a fresh data dir:
 
-- ours: ``conda-platform serve`` with a channel holding a passive python mirror of the upstream
-  limited to the N+1 projects (mirror run before measuring: pages are rendered at publish time);
+- ours: ``conda-platform serve`` (``bench_serve.start_server``) with a channel holding a passive
+  python mirror of the upstream limited to its projects (run once before measuring: its pages are
+  rendered when the run publishes); ``--ours hosted`` uploads the same files instead;
 - proxpi: in its own venv (bench/out/venv-proxpi, made by this script from the package index),
   run by gunicorn as its Dockerfile does (``--preload proxpi.server:app``), with the gthread worker
   and 32 threads so that one process serves 32 keep-alive connections like the others;
 - devpi-server: in its own venv (bench/out/venv-devpi), ``devpi-init --no-root-pypi`` then
   ``root/pypi`` created as a mirror of the upstream through its REST API (login, PUT).
 
-Measured for each proxy (``harness.load``: keep-alive, 32 connections, a warm-up then the run):
+Measured (the cold fetches first straight from the upstream: their baseline):
 
-(i)   cold project pages: the first GET of each project page, one after another (the proxy fetches
-      it from the upstream; ours serves the page its mirror run rendered): p50/p99;
+(i)   cold project pages: the first GET of each project page, one after another (proxpi and devpi
+      fetch it from the upstream; ours serves the page its mirror run rendered): p50/p99;
 (ii)  a warm project page, HTML (``Accept: text/html``, what PEP 503 clients and pip < 22.2 send):
-      req/s, p50, p99;
+      req/s, p50, p99 with ``harness.load`` (32 keep-alive connections, 2 s warm-up, then 5 s),
+      the proxy's CPU seconds and its requests per CPU second; the runs of all proxies are
+      interleaved over 3 rounds and the median is reported (the machine is shared);
 (iii) the same page as PEP 691 JSON (uv's Accept, which current pip's resembles);
 (iv)  cold wheel fetches: the first GET of K distinct small wheels (links read from each proxy's
-      own project page), and of the 20 MB wheel: time to the full body (redirects followed),
-      sha256 checked against the upstream file.
+      own project page) and of each 20 MB wheel: time to the full body (redirects followed) and
+      to its first byte, sha256 checked against the upstream file; the proxy's CPU time per small wheel.
 
 Goal: ours ≥ 1.0× both proxies (req/s; for cold fetches, their time / our time).
 """
@@ -198,7 +203,7 @@ def setup_our_mirror(http: requests.Session, base: str, upstream: Upstream, upst
             break
         if time.monotonic() > deadline:
             raise SystemExit("our python mirror run did not finish in 10 minutes")
-        time.sleep(0.1)
+        time.sleep(0.25)
     if run["status"] != "completed":
         raise SystemExit(f"our python mirror run {run['status']}: {run.get('reason')}")
     return f"passive python mirror, its first run (setup) {time.perf_counter() - t0:.1f} s"
