@@ -402,6 +402,7 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
             r = res[case]
             rows.append({"proxy": name, "case": f"warm page, {case}", "served": r["served"], "req_s": r["req_s"],
                          "req_s of the runs": " / ".join(f"{x:,.0f}" for x in r["all_req_s"]),
+                         "body B": round(r["bytes"] / r["requests"]) if r["requests"] else 0,
                          "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"],
                          "proxy cpu_s": r["cpu_s"], "req per cpu_s": r["req_per_cpu_s"],
                          "ours/this": _ratio(results.get("ours", {}).get(case, {}).get("req_s"), r["req_s"])})
