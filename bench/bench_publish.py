@@ -65,7 +65,7 @@ from proxy.ingest import Received  # noqa: E402
 from proxy.platform import Platform  # noqa: E402
 from proxy.store.channels import ChannelStore  # noqa: E402
 from proxy.store.db import Database  # noqa: E402
-from proxy.store.render import INDEX_ZSTD_LEVEL, index_compressor  # noqa: E402
+from proxy.store.render import INDEX_ZSTD_LEVEL, index_compressor, shard_entry  # noqa: E402
 from proxy.store.tables import channels, files, renders  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -89,12 +89,15 @@ def big_repodata(records: int) -> Path:
 
 
 def _row(cid: int, gen: int, now: float, fn: str, rec: dict) -> dict:
+    """A file row as ingest stores it (with its shard entry: files.with_shard_entry)."""
+    record = orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
+    entry, timestamp = shard_entry(record)
     return {
         "channel_id": cid, "type": "conda", "subdir": SUBDIR, "filename": fn, "name": rec["name"],
         "version": str(rec.get("version", "")), "build": str(rec.get("build", "")),
         "sha256": rec.get("sha256") or "", "md5": rec.get("md5") or "", "size": int(rec.get("size") or 0),
-        "record": orjson.dumps(rec, option=orjson.OPT_SORT_KEYS), "license": str(rec.get("license") or ""),
-        "summary": "", "uploaded_at": now, "added_gen": gen,
+        "record": record, "license": str(rec.get("license") or ""),
+        "summary": "", "uploaded_at": now, "added_gen": gen, "shard_entry": entry, "record_ts": timestamp,
     }
 
 

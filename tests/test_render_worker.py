@@ -1,7 +1,8 @@
 """The shard worker process of big full renders (proxy/store/render_worker.py): a render whose
-shards another process makes gives the very bytes of a render that makes them itself (every index
-file, the shard pack, the layout) and the same channeldata partials, on SQLite and PostgreSQL; a
-worker that fails fails the render and leaves nothing behind."""
+shards another process makes from the shard entries stored at ingest (and from the records of rows
+stored without one, before migration 0007) gives the very bytes of a render that makes them itself
+(every index file, the shard pack, the layout) and the same channeldata partials, on SQLite and
+PostgreSQL; a worker that fails fails the render and leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -60,6 +61,16 @@ def test_worker_render_equals_in_process_render(database_url: str | None, tmp_pa
     server = Server(tmp_path / "data", database_url).start()
     try:
         _upload_mixed(Api(server), tmp_path)
+
+        async def entries() -> dict[str, int]:
+            async with server.platform.db.write() as conn:
+                # rows stored before migration 0007 have no shard entry: the worker makes theirs
+                await conn.execute(files.update().where(files.c.name == "zeta").values(shard_entry=None,
+                                                                                        record_ts=None))
+                rows = await conn.execute(sa.select(files.c.name, files.c.shard_entry.is_not(None)))
+                return {name: stored for name, stored in rows}
+
+        assert server.call(entries()) == {"alpha": True, "beta": True, "gamma-lib": True, "zeta": False}
         ours, ours_partials = _render(server, tmp_path / "worker", worker=True)
         theirs, their_partials = _render(server, tmp_path / "inline", worker=False)
     finally:
@@ -97,9 +108,10 @@ def test_a_failing_worker_leaves_no_render_behind(tmp_path: Path) -> None:
         publisher.shard_worker_names = 0
 
         async def run() -> None:
-            # a stored record that is not JSON: only the worker parses records, and it fails
+            # a stored record that is not JSON, without a shard entry: only the worker parses it, and fails
             async with server.platform.db.write() as conn:
-                await conn.execute(files.update().where(files.c.name == "gamma-lib").values(record=b"{not json"))
+                await conn.execute(files.update().where(files.c.name == "gamma-lib").values(
+                    record=b"{not json", shard_entry=None))
             await publisher._render_subdir(1, SUBDIR, 1, {"alpha"}, None)
 
         with pytest.raises(RuntimeError, match="shard worker failed"):

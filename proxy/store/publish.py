@@ -284,8 +284,11 @@ class Publisher:
         base = sa.select(*cols).where(where)
         source = None
         if full and exclude is None and len(names | set(previous.names if previous else ())) >= self.shard_worker_names:
-            source = job_source(self.db.engine, sa.select(files.c.name, files.c.filename, files.c.record)
-                                .where(where).order_by(files.c.name, files.c.filename))
+            # the stored shard entries (the record only for rows without one: older than migration 0007)
+            source = job_source(self.db.engine, sa.select(
+                files.c.name, files.c.filename, sa.case((files.c.shard_entry.is_(None), files.c.record)),
+                files.c.shard_entry, files.c.record_ts,
+            ).where(where).order_by(files.c.name, files.c.filename))
         renderer = SubdirRenderer(out, gen, subdir, previous, full=full, exclude=exclude, policy=fingerprint,
                                   sign=sign, external_shards=source is not None)
         worker = None

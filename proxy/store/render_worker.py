@@ -4,9 +4,11 @@ A full render of a conda-forge-sized subdir is CPU-bound Python: in one process 
 500,000 records, half of it parsing every record and encoding and compressing its name's shard. The
 JSON index files need none of that (they are spliced from the stored record bytes), so the publisher
 starts this worker beside the render: it reads the same rows from the database itself (a SQLite file,
-or PostgreSQL through asyncpg: the rows visible at a generation never change), writes the shards to
-the render's ``shards.pack`` and answers, per name in name order, the shard's digest and place and the
-newest record timestamp (channeldata needs it). Both processes then run on their own cores.
+or PostgreSQL through asyncpg: the rows visible at a generation never change), joins each name's
+stored shard entries (``render.shard_entry``, made at ingest; made here for rows older than that)
+into its shard, writes the shards to the render's ``shards.pack`` and answers, per name in name
+order, the shard's digest and place and the newest record timestamp (channeldata needs it). Both
+processes then run on their own cores.
 
 A process, not a thread: the work holds the GIL. Started with ``python -m`` (not multiprocessing), so
 nothing of the server's ``__main__`` is imported again; the job comes on stdin, the answer (msgpack)
@@ -26,10 +28,9 @@ from operator import itemgetter
 from pathlib import Path
 
 import msgpack
-import orjson
 import sqlalchemy as sa
 
-from .render import ShardPack, shard_records
+from .render import ShardPack, encoded_shard, shard_entry
 
 BATCH = 5000
 
@@ -46,8 +47,9 @@ class Shards:
 
 
 def job_source(engine: sa.engine.Engine | sa.ext.asyncio.AsyncEngine, query: sa.Select) -> dict | None:
-    """Where the worker reads ``query``'s rows (name, filename, record, sorted by name): None when it
-    cannot (an in-memory SQLite, a driver other than sqlite/asyncpg)."""
+    """Where the worker reads ``query``'s rows (name, filename, record or null, shard_entry,
+    record_ts; sorted by name): None when it cannot (an in-memory SQLite, a driver other than
+    sqlite/asyncpg)."""
     url = engine.url
     compiled = query.compile(dialect=engine.dialect)
     params = [compiled.params[k] for k in compiled.positiontup or ()]
@@ -100,7 +102,7 @@ class ShardWorker:
 
 
 class _Maker:
-    """Feeds sorted row batches (name, filename, record) name by name into the pack."""
+    """Feeds sorted row batches name by name into the pack."""
 
     def __init__(self, pack: ShardPack):
         self.pack = pack
@@ -123,9 +125,16 @@ class _Maker:
         self.pack.close()
 
     def _name(self, rows: list) -> None:
-        loads = orjson.loads
-        tar, conda, newest = shard_records([(r, loads(r[2])) for r in rows])
-        digest, loc = self.pack.add(tar, conda)
+        """rows: (name, filename, record (only without a shard entry), shard entry, record timestamp)."""
+        tar: list = []
+        conda: list = []
+        newest = 0
+        for r in rows:
+            entry, timestamp = (r[3], r[4]) if r[3] is not None else shard_entry(r[2])  # rows before 0007
+            (conda if r[1].endswith(".conda") else tar).append((r[1], entry))
+            if timestamp > newest:
+                newest = timestamp
+        digest, loc = self.pack.add_encoded(encoded_shard(tar, conda))
         self.names.append(rows[0][0])
         self.digests += digest
         self.locs.extend(loc)

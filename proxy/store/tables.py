@@ -61,6 +61,10 @@ files = sa.Table(
     # mirrored files: the mirror that brought them and where their bytes are fetched from
     sa.Column("mirror_id", sa.Integer, nullable=True),
     sa.Column("source_url", sa.Text, nullable=True),
+    # conda: the record as its CEP-16 shard holds it (msgpack, digests as bytes) and its timestamp
+    # (0: none), made at ingest (render.shard_entry); null in rows older than migration 0007
+    sa.Column("shard_entry", sa.LargeBinary, nullable=True),
+    sa.Column("record_ts", sa.BigInteger, nullable=True),
 )
 sa.Index("ix_files_render", files.c.channel_id, files.c.subdir, files.c.name, files.c.filename)
 sa.Index("ix_files_lookup", files.c.channel_id, files.c.filename)
