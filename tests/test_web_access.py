@@ -122,6 +122,15 @@ def test_api_swagger_and_assets_stay(server: Server) -> None:
     page = requests.get(server.url + "/channels")
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert not re.findall(r'(?:src|href)="https?://', page.text)
+    missing = requests.get(server.url + "/no/such/page", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert missing.status_code == 404 and "text/html" in missing.headers["Content-Type"]
+    assert "there is no page at /no/such/page" in missing.text
+    missing = requests.get(server.url + "/no/such/page")  # not a browser: the JSON envelope
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    for api_path in ("/api/nothing", "/api/repo/nochannel/noarch/repodata.json", "/swagger/nothing"):
+        r = requests.get(server.url + api_path)
+        assert r.status_code == 404 and r.headers["Content-Type"].startswith("application/json"), api_path
+    assert requests.get(server.url + "/static/nothing.css").status_code == 404
     assert requests.get(server.url + "/cron.json", params={"expr": "0 3 * * *"}).json() == {
         "valid": True, "text": "every day at 03:00 UTC"}
 

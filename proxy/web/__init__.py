@@ -18,4 +18,4 @@ def setup_web(app: web.Application) -> None:
     env = aiohttp_jinja2.setup(app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
     env.globals["channel_url"] = channel_url
     app.router.add_static("/static/", HERE / "static", name="web-static")
-    pages.install(app)
+    pages.install(app)  # after the API's routes: the catch-all page only sees what nothing else matched

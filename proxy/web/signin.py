@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from conda_platform_plugin.errors import PlatformError
+from conda_platform_plugin.errors import NotFound, PlatformError
 
 from . import session
 from .pages import form_of, pages, redirect, render
@@ -42,3 +42,12 @@ async def signout(request: web.Request) -> web.Response:
     response = redirect("/channels")
     session.sign_out(response)
     raise response
+
+
+@pages.page("GET", r"/{tail:(?!api/|api$|t/|swagger/|static/).+}", permission="public")
+async def no_page(request: web.Request) -> web.Response:
+    """Any other address outside the API: for a browser, a page that says so; for other clients the
+    JSON 404 envelope, as before the pages existed."""
+    if "text/html" not in request.headers.get("Accept", ""):
+        raise web.HTTPNotFound()
+    raise NotFound(f"there is no page at {request.path}")
