@@ -174,3 +174,15 @@ def test_mirrors_of_binaries_with_sha256_and_of_another_server(server: Server, a
     assert m["last_run"]["status"] == "completed", m["last_run"]
     got = requests.get(f"{server.url}/api/repo/copy/cran/src/contrib/hostedpkg_0.5.tar.gz", timeout=30)
     assert got.status_code == 200 and got.content == src.read_bytes()
+
+
+def test_cli_creates_and_shows_a_cran_mirror(server: Server, api: Api, cran_up: UpstreamChannel) -> None:
+    from test_cli import cli
+
+    api.post("/api/channels", 201, json={"name": "mc"})
+    cli(server, "mirror", "create", "mc", "up", "--type", "cran", "--source", cran_up.url, "--run-now")
+    assert wait_run(api, "up")["status"] == "completed"
+    shown = cli(server, "mirror", "show", "mc", "up", "--packages").stdout
+    assert "cran" in shown and "rapp_1.0.tar.gz" in shown and "passive" in shown, shown
+    report = cli(server, "mirror", "report", "mc", "up").stdout
+    assert "rdep (>= 9.0)" in report and "rgpl_3.1-2.tar.gz" in report, report
