@@ -250,15 +250,26 @@ class PypiSource:
             return
         async with gate:
             if not isinstance(f.get("size"), int):
-                try:
-                    async with self.upstream.session().head(f["url"], allow_redirects=True) as resp:
-                        f["size"] = resp.content_length if resp.status == 200 else None
-                except Exception:  # noqa: BLE001 - no size: the file is filtered below with the reason
-                    f["size"] = None
+                f["size"] = await self._size(f["url"], f["hashes"]["sha256"])
             meta = f.get("core-metadata")
             if meta:
                 f["_metadata"] = await self._metadata(f["url"] + ".metadata",
                                                       meta.get("sha256") if isinstance(meta, dict) else None)
+
+    async def _size(self, url: str, sha256: str) -> int | None:
+        """A file's size by HEAD, kept by URL and sha256 (the same bytes never change size)."""
+        key = f"size:{url}:{sha256}"
+        hit = await asyncio.to_thread(self.cache.get, key)
+        if hit is not None:
+            return hit["size"]
+        try:
+            async with self.upstream.session().head(url, allow_redirects=True) as resp:
+                size = resp.content_length if resp.status == 200 else None
+        except Exception:  # noqa: BLE001 - no size: the file is filtered with the reason
+            return None
+        if size:
+            await asyncio.to_thread(self.cache.put, key, {"size": size})
+        return size
 
     async def _learn(self, f: dict) -> None:
         """sha256, size and core metadata of a file by reading it, cached by URL, size and the
