@@ -227,9 +227,10 @@ def test_freeze_mirror_run_now_to_completed_and_unfreeze(admin, server: Server, 
         held.release()
     expect(status).to_have_text("stopped", timeout=30000)
     upstream.clear_faults()
-    # Edit Mirror: the mode is locked
+    # Edit Mirror: the mode is locked; the policy the mirror applies is one click away
     page.goto(f"/channels/{CHANNEL}/mirrors/up/edit")
     assert page.get_by_label("Passive: metadata now, each package fetched on its first request").is_disabled()
+    assert page.locator("#m-applied-policy").get_attribute("href") == "/policies/no-gpl"
     check_accessible(page)
     shoot(page, shots, "mirror-edit")
     # unfreeze: the newest generation (uploads and the mirror's records) is published
