@@ -407,7 +407,7 @@ def report(results: dict[str, dict[str, Any]], proxies: dict[str, Proxy], args: 
                          "proxy cpu_s": r["cpu_s"], "req per cpu_s": r["req_per_cpu_s"],
                          "ours/this": _ratio(results.get("ours", {}).get(case, {}).get("req_s"), r["req_s"])})
     print_table(f"Warm project page (median of {args.rounds} interleaved runs of {args.seconds:g} s, "
-                f"{args.concurrency} connections; "
+                f"{args.concurrency} connections; load average {os.getloadavg()[0]:.1f}; "
                 f"{os.cpu_count()} cores shared by proxy, upstream nginx and load generator)", rows)
 
     rows = []
