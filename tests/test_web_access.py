@@ -167,3 +167,49 @@ def test_mirror_form_passes_the_type_and_its_fields_to_the_domain(server: Server
                    allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == "/channels/m/mirrors"
     assert api.get("/api/channels/m/mirrors").json()["total"] == 0
+
+
+def _listed(s: requests.Session, url: str) -> list[str]:
+    page = s.get(url)
+    assert page.status_code == 200, page.text[:300]
+    return re.findall(r'name="file" value="([^"]+)"', page.text)
+
+
+def test_packages_tab_filters_page_and_search_on_both_databases(database_url: str | None, tmp_path: Path) -> None:
+    server = Server(tmp_path / "data", database_url=database_url).start()
+    try:
+        api = Api(server)
+        api.post("/api/channels", json={"name": "c"}, expect=201)
+        built = [build_conda_package(tmp_path / "p", "numpy", "1.26.4", summary="Arrays", license="BSD-3-Clause"),
+                 build_conda_package(tmp_path / "p", "numpy", "2.0.1", summary="Arrays", license="BSD-3-Clause"),
+                 build_conda_package(tmp_path / "p", "numba", "0.60.0", subdir="linux-64", license="BSD-2-Clause"),
+                 build_conda_package(tmp_path / "p", "my_pkg", "1.0", summary="100% pure", license="MIT License")]
+        api.upload("c", *built)
+        s = browser_session(server, server.admin_token)
+        base = server.url + "/channels/c"
+        every = ["linux-64/numba-0.60.0-0.conda", "noarch/my_pkg-1.0-0.conda", "noarch/numpy-1.26.4-0.conda",
+                 "noarch/numpy-2.0.1-0.conda"]
+        assert _listed(s, base) == every  # platform, then name, then file
+        assert _listed(s, base + "?name=num") == [every[0], *every[2:]]
+        assert _listed(s, base + "?name=numpy&version=2") == [every[3]]
+        assert _listed(s, base + "?subdir=linux-64&type=conda") == [every[0]]
+        assert _listed(s, base + "?type=python") == []
+        assert _listed(s, base + "?license=MIT") == [every[1]]  # by meaning: "MIT License" is MIT
+        assert _listed(s, base + "?license=BSD-3-Clause") == every[2:]
+        assert _listed(s, base + "?search=ARRAYS") == every[2:]  # name or summary, any case
+        assert _listed(s, base + "?search=my_") == [every[1]]  # _ and % are literal
+        assert _listed(s, base + "?search=100%25") == [every[1]]
+        assert _listed(s, base + "?search=y%25") == []
+        assert _listed(s, base + "?uploaded=1d") == every
+        async def age() -> None:  # the numba upload a year and a day ago
+            from proxy.store.tables import files
+            async with server.platform.db.write() as conn:
+                await conn.execute(files.update().where(files.c.name == "numba")
+                                   .values(uploaded_at=files.c.uploaded_at - 366 * 86400))
+        server.call(age())
+        assert _listed(s, base + "?uploaded=365d") == every[1:]
+        for bad in ("?type=rpm", "?uploaded=2d", "?page=0", "?page=x", "?name=" + "x" * 300):
+            assert s.get(base + bad).status_code == 400, bad
+        assert _listed(s, base + "?page=2") == []
+    finally:
+        server.stop()
