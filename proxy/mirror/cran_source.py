@@ -26,6 +26,7 @@ import gzip
 import hashlib
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
@@ -227,6 +228,8 @@ class Resolved:
 
 
 _resolving: dict[tuple[int, str], asyncio.Future] = {}
+#: (platform, placeholder) → callers of resolve() waiting right now (what an operator or a test can watch)
+waiting: Counter[tuple[int, str]] = Counter()
 
 
 async def resolve(platform: Platform, name: str, placeholder: str, url: str, md5: str) -> Resolved:
@@ -237,7 +240,13 @@ async def resolve(platform: Platform, name: str, placeholder: str, url: str, md5
     if task is None:
         task = _resolving[key] = asyncio.ensure_future(_resolve(platform, name, placeholder, url, md5))
         task.add_done_callback(lambda _t: _resolving.pop(key, None))
-    sha256, size = await asyncio.shield(task)
+    waiting[key] += 1
+    try:
+        sha256, size = await asyncio.shield(task)
+    finally:
+        waiting[key] -= 1
+        if waiting[key] <= 0:
+            del waiting[key]
     return Resolved(sha256, size, md5, "cran", url)
 
 
