@@ -164,7 +164,7 @@ def test_repository_serves_packages_tarballs_archive_and_binaries(server: Server
     assert api.get("/api/channels/rpk/files/cran-bin-windows-4.2/tinyr_1.10.0.zip").json()["download_url"] == \
         "/api/repo/rpk/cran/bin/windows/contrib/4.2/tinyr_1.10.0.zip"
     for missing in ("src/contrib/Archive/tinyr/tinyr_1.10.0.tar.gz",
-                    "src/contrib/Archive/other/tinyr_1.0.0.tar.gz", "src/contrib/PACKAGES.rds", "src/nothing",
+                    "src/contrib/Archive/other/tinyr_1.0.0.tar.gz", "src/nothing",
                     "bin/windows/contrib/4.1/PACKAGES"):
         resp = requests.get(f"{base}/{missing}", timeout=30)
         assert resp.status_code == 404 and resp.json()["error"]["code"], missing
@@ -234,3 +234,19 @@ def test_subchannels_and_a_recreated_channel_serve_their_own_r_packages(server: 
         assert [s["Package"] for s in parse_dcf(requests.get(f"{base}/PACKAGES", timeout=30).text)] == [name]
         assert requests.get(f"{base}/{name}_1.0.tar.gz", timeout=30).status_code == 200
         api.request("DELETE", "/api/channels/again")
+
+
+@pytest.mark.skipif(RSCRIPT is None, reason=NO_R_REASON)
+def test_packages_rds_is_the_matrix_r_reads(server: Server, r_channel: Api, tmp_path: Path) -> None:
+    """available.packages() asks for PACKAGES.rds first: R reads ours as the matrix of PACKAGES."""
+    r_channel.upload("rpk", build_r_source(tmp_path, "zeta", "1.0", License="GPL (>= 2) | file LICENCE — ünï"),
+                     build_r_source(tmp_path, "alpha", "0.1-2", Imports=", ".join(f"dep{i} (>= {i}.0)" for i in range(9)),
+                                    LinkingTo="Rcpp"))
+    base = f"{server.url}/api/repo/rpk/cran/src/contrib"
+    for name in ("PACKAGES", "PACKAGES.rds"):
+        (tmp_path / name).write_bytes(requests.get(f"{base}/{name}", timeout=30).content)
+    done = rscript(f'x <- readRDS("{tmp_path / "PACKAGES.rds"}"); y <- read.dcf("{tmp_path / "PACKAGES"}"); '
+                   'rownames(y) <- y[, "Package"]; y[] <- gsub("[[:space:]]+", " ", y); '
+                   'cat(identical(x, y[, colnames(x)]), ncol(x) == ncol(y), Encoding(x["zeta", "License"]))')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["TRUE", "TRUE", "UTF-8"], done.stdout

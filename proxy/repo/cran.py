@@ -6,9 +6,9 @@ URL of each file, the REST API's ``download_url``), binaries below ``bin/<os>/â€
 with their own PACKAGES (cran_index.contrib_path).
 
 Each cran subdir is rendered once per published generation by ``cran_index.CranRenderer`` into its
-directory: ``PACKAGES``, ``PACKAGES.gz`` and ``files.json`` (which file is listed, which archived:
-only those are served; files the channel policy excludes are neither). ``PACKAGES.rds`` is not
-written (R falls back to PACKAGES.gz when it is missing).
+directory: ``PACKAGES``, ``PACKAGES.gz``, ``PACKAGES.rds`` (the matrix R reads first, written in
+R's serialization format) and ``files.json`` (which file is listed, which archived: only those
+are served; files the channel policy excludes are neither).
 
 Files of passive CRAN mirrors whose index gave no SHA256 (CRAN's never does) are fetched on their
 first request by :func:`proxy.mirror.cran_source.resolve` (MD5sum-verified), then served like any.

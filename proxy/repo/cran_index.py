@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import struct
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -50,7 +51,8 @@ _R_VERSION = re.compile(r"^[0-9]+\.[0-9]+$")
 _DISTRO = re.compile(r"^[a-z0-9][a-z0-9.]{0,15}$")
 #: what a render writes beside PACKAGES: which files are listed, which archived (only those are served)
 LISTING = "files.json"
-INDEX_TYPES = {"PACKAGES": "text/plain; charset=utf-8", "PACKAGES.gz": "application/x-gzip"}
+INDEX_TYPES = {"PACKAGES": "text/plain; charset=utf-8", "PACKAGES.gz": "application/x-gzip",
+               "PACKAGES.rds": "application/octet-stream"}
 #: write.dcf() with R's default options(width = 80): fold at 72 columns, continuation indent 8
 WIDTH, INDENT = 72, 8
 
@@ -206,6 +208,45 @@ def render_packages(records: Iterable[Mapping[str, str]]) -> str:
     return "\n\n".join(out) + ("\n" if out else "")
 
 
+def packages_rds(records: list[Mapping[str, str]]) -> bytes:
+    """PACKAGES.rds: the index as the character matrix ``available.packages()`` reads first (rows:
+    packages, named by Package; columns: the PACKAGES fields any record has; NA where a record
+    has none), in R's serialization format version 2 (XDR), gzip-compressed as ``saveRDS`` does."""
+    columns = [k for k in PACKAGES_FIELDS if any(str(r.get(k) or "").strip() for r in records)]
+    out = [b"X\n", struct.pack(">iii", 2, 0x040202, 0x020300)]  # format 2, written as by R 4.2.2, readable by 2.3.0
+
+    def strings(values: list[str | None], attributes: bool = False) -> None:
+        out.append(struct.pack(">ii", _STRSXP | (_HAS_ATTR if attributes else 0), len(values)))
+        for v in values:
+            if v is None:
+                out.append(struct.pack(">ii", _CHARSXP, -1))  # NA_character_
+            else:
+                data = v.encode()
+                level = _ASCII if data.isascii() else _UTF8
+                out.append(struct.pack(">ii", _CHARSXP | (level << 12), len(data)) + data)
+
+    def tag(name: str) -> None:
+        out.append(struct.pack(">ii", _LISTSXP | _HAS_TAG, _SYMSXP))
+        strings_one = name.encode()
+        out.append(struct.pack(">ii", _CHARSXP | (_ASCII << 12), len(strings_one)) + strings_one)
+
+    strings([str(r[c]) if str(r.get(c) or "").strip() else None for c in columns for r in records], attributes=True)
+    tag("dim")
+    out.append(struct.pack(">iiii", _INTSXP, 2, len(records), len(columns)))
+    tag("dimnames")
+    out.append(struct.pack(">ii", _VECSXP, 2))
+    strings([str(r["Package"]) for r in records])
+    strings(columns)
+    out.append(struct.pack(">i", _NILVALUE))
+    return gzip.compress(b"".join(out), mtime=0)
+
+
+#: R's serialization: SEXP types and flag bits (src/main/serialize.c)
+_SYMSXP, _LISTSXP, _CHARSXP, _INTSXP, _STRSXP, _VECSXP, _NILVALUE = 1, 2, 9, 13, 16, 19, 254
+_HAS_ATTR, _HAS_TAG = 1 << 9, 1 << 10
+_UTF8, _ASCII = 1 << 3, 1 << 6
+
+
 def r_version_key(version: str) -> tuple:
     """R's package_version order: the numbers between '.' and '-'."""
     return tuple(int(p) if p.isdigit() else -1 for p in re.split(r"[.-]", version))
@@ -271,10 +312,12 @@ def _render(out: Path, subdir: str, rows: list, policy: CompiledPolicy | None) -
         current.append(versions[0])
         for r in versions[1:]:
             archive[r.filename] = name
-    text = render_packages(records[r.filename] for r in current)
+    stanzas = [records[r.filename] for r in current]
+    text = render_packages(stanzas)
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "PACKAGES", text.encode())
     _write(out / "PACKAGES.gz", gzip.compress(text.encode(), mtime=0))
+    _write(out / "PACKAGES.rds", packages_rds(stanzas))
     listing = {"current": [r.filename for r in current], "archive": archive if subdir == SRC_SUBDIR else {}}
     _write(out / LISTING, orjson.dumps(listing))
     return len(current) + len(listing["archive"])
