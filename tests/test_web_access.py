@@ -211,5 +211,18 @@ def test_packages_tab_filters_page_and_search_on_both_databases(database_url: st
         for bad in ("?type=rpm", "?uploaded=2d", "?page=0", "?page=x", "?name=" + "x" * 300):
             assert s.get(base + bad).status_code == 400, bad
         assert _listed(s, base + "?page=2") == []
+        # pages in the second half are read backwards from the end: every page size tiles the same order
+        from proxy.web.listing import Filters, list_files
+
+        async def tiles(per_page: int) -> list[str]:
+            ch = await server.platform.channels.get("c")
+            out = []
+            for page in range(1, 6):
+                rows, total = await list_files(server.platform, ch, Filters(), page, per_page)
+                assert total == 4
+                out += [f"{r.subdir}/{r.filename}" for r in rows]
+            return out
+        for per_page in (1, 2, 3, 4, 5):
+            assert server.call(tiles(per_page)) == every, per_page
     finally:
         server.stop()

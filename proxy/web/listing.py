@@ -79,22 +79,43 @@ async def list_files(platform, channel: Channel, f: Filters, page: int, per_page
     if f.license:  # the license strings that normalise to a match, as the files API filters them
         strings = (await facts(platform, channel))["licenses"]
         cond &= files.c.license.in_([s for s in strings if license_matches(s, f.license, None)])
+    # the number of matches is kept per generation and filters (not with an upload period: that moves
+    # with the clock), so paging through a view counts once
+    counts = (await facts(platform, channel))["counts"]
+    key = None if f.uploaded else tuple(sorted(f.query().items()))
+    order = (files.c.subdir, files.c.name, files.c.filename)
     async with platform.db.read() as conn:
-        total = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(cond))).scalar_one()
-        rows = (await conn.execute(sa.select(*FILE_COLUMNS).where(cond)
-                                   .order_by(files.c.subdir, files.c.name, files.c.filename)
-                                   .limit(per_page).offset((page - 1) * per_page))).all()
+        total = counts.get(key) if key is not None else None
+        if total is None:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(files).where(cond))).scalar_one()
+            if key is not None and len(counts) < MAX_COUNTS:
+                counts[key] = total
+        # the page's ids first (narrow rows, in index order), then their whole rows; a page in the second
+        # half is read from the end backwards, so no page skips more than half the rows
+        start = (page - 1) * per_page
+        if start >= total:
+            ids = []
+        elif start + per_page / 2 <= total / 2:
+            ids = (await conn.execute(sa.select(files.c.id).where(cond).order_by(*order)
+                                      .limit(per_page).offset(start))).scalars().all()
+        else:
+            end = min(start + per_page, total)
+            ids = (await conn.execute(sa.select(files.c.id).where(cond).order_by(*(c.desc() for c in order))
+                                      .limit(end - start).offset(total - end))).scalars().all()
+        rows = (await conn.execute(sa.select(*FILE_COLUMNS).where(files.c.id.in_(ids)).order_by(*order))).all() \
+            if ids else []
     return rows, total
 
 
 #: (channel id, head generation) → {"subdirs": [...], "licenses": [...]}, per Platform
 _FACTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 FACTS_SIZE = 256
+MAX_COUNTS = 1000  # filtered views counted per channel generation
 
 
-async def facts(platform, channel: Channel) -> dict[str, list[str]]:  # noqa: ANN001
-    """The channel's distinct subdirs and license strings; every change of its contents makes a
-    new head generation, so an entry is never stale."""
+async def facts(platform, channel: Channel) -> dict:  # noqa: ANN001
+    """The channel's distinct subdirs and license strings, and the counts of filtered views; every
+    change of its contents makes a new head generation, so an entry is never stale."""
     cache = _FACTS.setdefault(platform, {})
     key = (channel.id, channel.head_gen)
     hit = cache.get(key)
@@ -105,7 +126,7 @@ async def facts(platform, channel: Channel) -> dict[str, list[str]]:  # noqa: AN
             licenses = (await conn.execute(sa.select(files.c.license).where(cond).distinct())).scalars().all()
         if len(cache) >= FACTS_SIZE:
             cache.pop(next(iter(cache)))
-        hit = cache[key] = {"subdirs": sorted(subdirs), "licenses": list(licenses)}
+        hit = cache[key] = {"subdirs": sorted(subdirs), "licenses": list(licenses), "counts": {}}
     return hit
 
 
