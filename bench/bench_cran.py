@@ -7,8 +7,9 @@
     one channel in one generation (setup, not measured), then ``Publisher.publish`` is measured:
     the one query of the subdir's rows, the policy-free render of PACKAGES and PACKAGES.gz.
     Baseline, measured in the same run: R itself writing the same records with ``write.dcf`` to
-    PACKAGES and a gzip connection to PACKAGES.gz (what ``tools::write_PACKAGES`` does once it has
-    read every tarball), started from an already parsed matrix (skipped without Rscript).
+    PACKAGES and a gzip connection to PACKAGES.gz, and ``saveRDS`` to PACKAGES.rds (what
+    ``tools::write_PACKAGES`` does once it has read every tarball), started from an already parsed
+    matrix (skipped without Rscript).
 (b) One real upload (a tiny package built with tests/rbuilders.py) into that channel through
     ``Platform.ingest``: timed from the bytes arriving to the new generation published. Every
     publish renders the whole subdir (no incremental render for R indexes).
@@ -104,7 +105,8 @@ def r_baseline(work: Path) -> float | None:
     code = (f'db <- read.dcf("{work / "PACKAGES"}"); db <- db[, intersect(c({fields}), colnames(db))]; '
             't <- proc.time()[["elapsed"]]; '
             f'write.dcf(db, "{work / "R-PACKAGES"}"); con <- gzfile("{work / "R-PACKAGES.gz"}", "wt"); '
-            'write.dcf(db, con); close(con); cat(proc.time()[["elapsed"]] - t)')
+            'write.dcf(db, con); close(con); rownames(db) <- db[, "Package"]; '
+            f'saveRDS(db, "{work / "R-PACKAGES.rds"}", compress = "xz"); cat(proc.time()[["elapsed"]] - t)')
     done = subprocess.run([rscript, "--vanilla", "-e", code], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         print(done.stderr, file=sys.stderr)

@@ -212,33 +212,37 @@ def packages_rds(records: list[Mapping[str, str]]) -> bytes:
     """PACKAGES.rds: the index as the character matrix ``available.packages()`` reads first (rows:
     packages, named by Package; columns: the PACKAGES fields any record has; NA where a record
     has none), in R's serialization format version 2 (XDR), gzip-compressed as ``saveRDS`` does."""
-    columns = [k for k in PACKAGES_FIELDS if any(str(r.get(k) or "").strip() for r in records)]
+    present = set().union(*records) if records else set()
+    columns = [k for k in PACKAGES_FIELDS if k in present]
     out = [b"X\n", struct.pack(">iii", 2, 0x040202, 0x020300)]  # format 2, written as by R 4.2.2, readable by 2.3.0
+    ascii_flags, utf8_flags = _CHARSXP | (_ASCII << 12), _CHARSXP | (_UTF8 << 12)
+    na = struct.pack(">ii", _CHARSXP, -1)  # NA_character_
+    pack = struct.Struct(">ii").pack
 
-    def strings(values: list[str | None], attributes: bool = False) -> None:
-        out.append(struct.pack(">ii", _STRSXP | (_HAS_ATTR if attributes else 0), len(values)))
+    def strings(values: Iterable[str | None], count: int, attributes: bool = False) -> None:
+        out.append(pack(_STRSXP | (_HAS_ATTR if attributes else 0), count))
+        add = out.append
         for v in values:
-            if v is None:
-                out.append(struct.pack(">ii", _CHARSXP, -1))  # NA_character_
+            if not v:
+                add(na)
             else:
-                data = v.encode()
-                level = _ASCII if data.isascii() else _UTF8
-                out.append(struct.pack(">ii", _CHARSXP | (level << 12), len(data)) + data)
+                data = str(v).encode()
+                add(pack(ascii_flags if data.isascii() else utf8_flags, len(data)))
+                add(data)
 
     def tag(name: str) -> None:
-        out.append(struct.pack(">ii", _LISTSXP | _HAS_TAG, _SYMSXP))
-        strings_one = name.encode()
-        out.append(struct.pack(">ii", _CHARSXP | (_ASCII << 12), len(strings_one)) + strings_one)
+        data = name.encode()
+        out.append(pack(_LISTSXP | _HAS_TAG, _SYMSXP) + pack(ascii_flags, len(data)) + data)
 
-    strings([str(r[c]) if str(r.get(c) or "").strip() else None for c in columns for r in records], attributes=True)
+    strings((r.get(c) for c in columns for r in records), len(columns) * len(records), attributes=True)
     tag("dim")
     out.append(struct.pack(">iiii", _INTSXP, 2, len(records), len(columns)))
     tag("dimnames")
-    out.append(struct.pack(">ii", _VECSXP, 2))
-    strings([str(r["Package"]) for r in records])
-    strings(columns)
+    out.append(pack(_VECSXP, 2))
+    strings((r["Package"] for r in records), len(records))
+    strings(columns, len(columns))
     out.append(struct.pack(">i", _NILVALUE))
-    return gzip.compress(b"".join(out), mtime=0)
+    return gzip.compress(b"".join(out), compresslevel=6, mtime=0)  # (R's gzip level)
 
 
 #: R's serialization: SEXP types and flag bits (src/main/serialize.c)
@@ -282,7 +286,7 @@ def dependencies_report(fields: Mapping[str, str], available: Mapping[str, list[
 # -- the renderer (contract 3) ----------------------------------------------------------------
 class CranRenderer:
     """PACKAGES of one cran subdir for one generation (contract 3). A full render each time: a
-    CRAN-sized subdir (21,000 packages) publishes in about a second (bench/bench_cran.py)."""
+    CRAN-sized subdir (21,000 packages) publishes in one to a few seconds (bench/bench_cran.py)."""
 
     async def render(self, publisher: Publisher, cid: int, subdir: str, gen: int, previous: int | None,
                      names: set[str], *, force: bool, policy: CompiledPolicy | None) -> int:
@@ -316,7 +320,7 @@ def _render(out: Path, subdir: str, rows: list, policy: CompiledPolicy | None) -
     text = render_packages(stanzas)
     out.mkdir(parents=True, exist_ok=True)
     _write(out / "PACKAGES", text.encode())
-    _write(out / "PACKAGES.gz", gzip.compress(text.encode(), mtime=0))
+    _write(out / "PACKAGES.gz", gzip.compress(text.encode(), compresslevel=6, mtime=0))  # (R's gzfile level)
     _write(out / "PACKAGES.rds", packages_rds(stanzas))
     listing = {"current": [r.filename for r in current], "archive": archive if subdir == SRC_SUBDIR else {}}
     _write(out / LISTING, orjson.dumps(listing))
