@@ -98,6 +98,8 @@ def main() -> int:
             last_page = -(-count // 50)
             cases = [  # (what, web path, API baseline path)
                 ("Packages tab, page 1", f"/channels/{CHANNEL}", f"/api/channels/{CHANNEL}/files?per_page=50"),
+                ("Packages tab, middle page (worst)", f"/channels/{CHANNEL}?page={last_page // 2}",
+                 f"/api/channels/{CHANNEL}/files?per_page=50&page={last_page // 2}"),
                 ("Packages tab, last page", f"/channels/{CHANNEL}?page={last_page}",
                  f"/api/channels/{CHANNEL}/files?per_page=50&page={last_page}"),
                 ("filter name", f"/channels/{CHANNEL}?name={quote(busiest)}",

@@ -286,6 +286,10 @@ def test_package_details_every_tab(admin, server: Server, shots: Path) -> None: 
     page = admin
     base = f"/channels/{CHANNEL}/packages/conda/alpha"
     visit(page, shots, base, "package-files")
+    shown = Api(server).get(f"/api/channels/{CHANNEL}/artifacts/conda/alpha").json()
+    facts = dict(zip(page.locator("dl.facts dt").all_inner_texts(), page.locator("dl.facts dd").all_inner_texts()))
+    assert facts["License"] == shown["license"] and facts["Platforms"] == ", ".join(shown["subdirs"])
+    assert facts["Downloads"] == str(shown["downloads"]) and facts["Last upload"] == shown["last_upload"]
     row = page.locator("table.files tbody tr").first
     assert row.locator(".tag.signed").inner_text() == "signed"
     row.locator("details.record summary").click()

@@ -12,12 +12,13 @@ from aiohttp import web
 
 from conda_platform_plugin import badges
 from conda_platform_plugin.errors import BadRequest
+from conda_platform_plugin.licenses import normalize as normalize_license
 
 from ..api import artifacts as artifacts_api
 from ..api import files as files_api
 from ..api import insights as insights_api
 from ..api.routing import platform_of
-from ..store.artifacts import ArtifactStore, check_type
+from ..store.artifacts import ArtifactStore, artifact_json, check_type
 from .channels import channel_context, page_number
 from .pages import channel_url, pages, render
 
@@ -47,11 +48,12 @@ async def package(request: web.Request) -> web.Response:
     context = await channel_context(request, "packages")
     ch = context["ch"]
     type_, name = check_type(request.match_info["type"]), request.match_info["name"]
-    artifact = await api_data(artifacts_api.get_artifact, request)
+    rows = await ArtifactStore(platform_of(request).db).rows(ch, type_, name)
+    artifact = await _header(request, ch, rows)
     page_base = channel_url(ch.name, f"/packages/{quote(type_)}/{quote(name)}")
     context.update(artifact=artifact, package_tab=tab, package_base=page_base, type=type_, name=name)
     if tab == "files":
-        context.update(await _files(request, ch, type_, name))
+        context.update(await _files(request, ch, rows))
     elif tab == "dependencies":
         context["deps"] = await api_data(artifacts_api.get_dependencies, request)
     elif tab == "dependents":
@@ -63,9 +65,16 @@ async def package(request: web.Request) -> web.Response:
     return await render(request, "package.html", context)
 
 
-async def _files(request: web.Request, ch, type_: str, name: str) -> dict:  # noqa: ANN001 - a Channel
+async def _header(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
+    """What GET /api/…/artifacts/TYPE/NAME answers, from the rows this page has read already (reading
+    them costs most of a page with a thousand files): the same store functions, composed as there."""
+    family = orjson.loads(rows[0].record).get("license_family")
+    return {**artifact_json(ch, rows), "license_info": normalize_license(rows[0].license, family).to_json(),
+            "downloads": await platform_of(request).downloads.artifact_count(ch.id, rows[0].name)}
+
+
+async def _files(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
     platform = platform_of(request)
-    rows = await ArtifactStore(platform.db).rows(ch, type_, name)
     version, subdir = request.query.get("version", ""), request.query.get("subdir", "")
     versions, subdirs = sorted({r.version for r in rows}, reverse=True), sorted({r.subdir for r in rows})
     chosen = [r for r in rows if (not version or r.version == version) and (not subdir or r.subdir == subdir)]
