@@ -105,3 +105,25 @@ def test_sboms_of_python_files(server: Server, built: dict, tmp_path: Path) -> N
     path = tmp_path / "app.spdx.json"
     path.write_bytes(r.content)
     assert validate_full_spdx_document(parse_file(str(path))) == []
+
+
+def test_mirror_cve_policy_through_pypi_ecosystem(server: Server, built: dict) -> None:
+    """A python mirror's own CVE policy judges the mirrored idna files by the OSV PyPI advisory."""
+    from test_mirror import wait_run
+
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "origin"})
+    api.upload("origin", *(built[v]["wheel"] for v in ("3.6", "3.7")))
+    api.post("/api/cves", json={"records": [d for _, d in read_path(OSV / "idna")]})
+    api.post("/api/policies", 201, json={"name": "no-cves", "rules": [{"kind": "cve"}]})
+    api.post("/api/channels", 201, json={"name": "safe"})
+    api.post("/api/channels/safe/mirrors", 201, json={
+        "name": "up", "type": "python", "policy": "no-cves", "run_now": True, "projects": ["IDNA"],
+        "source_url": f"{server.url}/api/repo/origin/pypi/simple"})
+    run = wait_run(api, "up", base="/api/channels/safe/mirrors")
+    assert run["status"] == "completed" and run["figures"]["filtered_by_rule"] == {"cve": 1}, run
+    filtered = api.get("/api/channels/safe/mirrors/up/packages", params={"state": "filtered"}).json()["items"]
+    assert [(f["filename"], f["rule"]) for f in filtered] == [(built["3.6"]["wheel"].name, "cve")]
+    assert "CVE-2024-3651" in filtered[0]["reason"]
+    assert listed(server, "safe", "idna") == [built["3.7"]["wheel"].name]
+    assert api.get("/api/channels/safe/artifacts/python/IDNA").json()["name"] == "idna"  # normalized lookup

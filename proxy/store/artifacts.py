@@ -10,6 +10,7 @@ from packaging.utils import canonicalize_name
 from conda_platform_plugin.dependencies import DependencyIndex
 from conda_platform_plugin.errors import BadRequest, NotFound
 from conda_platform_plugin.names import ARTIFACT_TYPES
+from conda_platform_plugin.pyformats import normalize_name
 from conda_platform_plugin.versions import version_key
 
 from ..repo.cran_index import dependencies_item
@@ -37,6 +38,8 @@ class ArtifactStore:
                 files.c.type, files.c.name, files.c.added_gen]
         if contents:
             cols.append(files.c.contents)
+        if type_ == "python":  # python names are kept PEP 503-normalized: Tiny.App finds tiny-app
+            name = normalize_name(name)
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
