@@ -18,7 +18,8 @@ from ..api import artifacts as artifacts_api
 from ..api import files as files_api
 from ..api import insights as insights_api
 from ..api.routing import platform_of
-from ..store.artifacts import ArtifactStore, artifact_json, check_type
+from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, version_rows
+from ..store.dependents import records_index
 from .channels import channel_context, page_number
 from .pages import channel_url, pages, render
 
@@ -55,7 +56,7 @@ async def package(request: web.Request) -> web.Response:
     if tab == "files":
         context.update(await _files(request, ch, rows))
     elif tab == "dependencies":
-        context["deps"] = await api_data(artifacts_api.get_dependencies, request)
+        context["deps"] = await _dependencies(request, ch, rows)
     elif tab == "dependents":
         context["dependents"] = await api_data(insights_api.get_dependents, request)
     elif tab == "cves":
@@ -71,6 +72,14 @@ async def _header(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001
     family = orjson.loads(rows[0].record).get("license_family")
     return {**artifact_json(ch, rows), "license_info": normalize_license(rows[0].license, family).to_json(),
             "downloads": await platform_of(request).downloads.artifact_count(ch.id, rows[0].name)}
+
+
+async def _dependencies(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
+    """What GET …/artifacts/TYPE/NAME/dependencies answers, from the rows read already (as _header)."""
+    version = request.query.get("version")
+    specs = [spec for r in version_rows(rows, version) for k in ("depends", "constrains")
+             for spec in orjson.loads(r.record).get(k) or ()]
+    return dependencies_json(rows, version, await records_index(platform_of(request).db, ch.id, specs))
 
 
 async def _files(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
