@@ -42,6 +42,7 @@ def _render(server: Server, root: Path, worker: bool) -> tuple[Path, dict]:
     platform = server.platform
     publisher = Publisher(platform.db, root)
     publisher.shard_worker_names = 0 if worker else 1 << 60
+    publisher.shard_worker_load = float("inf")  # whatever the load of the machine running the tests
 
     async def run() -> tuple[int, dict]:
         async with platform.db.read() as conn:
@@ -106,6 +107,7 @@ def test_a_failing_worker_leaves_no_render_behind(tmp_path: Path) -> None:
         root = tmp_path / "broken"
         publisher = Publisher(server.platform.db, root)
         publisher.shard_worker_names = 0
+        publisher.shard_worker_load = float("inf")
 
         async def run() -> None:
             # a stored record that is not JSON, without a shard entry: only the worker parses it, and fails
@@ -119,3 +121,46 @@ def test_a_failing_worker_leaves_no_render_behind(tmp_path: Path) -> None:
         assert [p for p in root.rglob("*") if p.is_file()] == [], "nothing of the failed render is left"
     finally:
         server.stop()
+
+
+def test_shards_from_entries_equal_parsed_shards(tmp_path: Path) -> None:
+    """Shards joined from stored shard entries (and from records without one) are the bytes of
+    shards encoded from parsed records, whatever the map sizes (msgpack fixmap, map16, map32)."""
+    import msgspec
+    import orjson
+
+    from proxy.store.render import encoded_shard, shard_entry, shard_records
+
+    encode = msgspec.msgpack.Encoder().encode
+    for n_tar, n_conda in [(0, 0), (1, 0), (15, 16), (17, 300), (70_000, 1)]:
+        records = [(f"a-{i}-0.tar.bz2", orjson.dumps({"name": "a", "sha256": f"{i:064x}", "md5": f"{i:032x}",
+                                                    "timestamp": i, "depends": ["b >=1"]})) for i in range(n_tar)]
+        records += [(f"a-{i}-0.conda", orjson.dumps({"name": "a", "sha256": "not hex", "timestamp": "12",
+                                                   "size": i})) for i in range(n_conda)]
+        tar, conda, newest = shard_records([((None, fn), orjson.loads(raw)) for fn, raw in records])
+        entries = [(fn, shard_entry(raw)) for fn, raw in records]
+        joined = encoded_shard([(fn, e) for fn, (e, _) in entries if not fn.endswith(".conda")],
+                               [(fn, e) for fn, (e, _) in entries if fn.endswith(".conda")])
+        assert joined == encode({"packages": tar, "packages.conda": conda, "removed": []})
+        assert max([ts for _, (_, ts) in entries], default=0) == newest
+
+    # a whole render: rows with entries (and one name without) give the files of a render that parses
+    from proxy.store.render import SubdirRenderer
+
+    def render(out: Path, entries: bool) -> Path:
+        r = SubdirRenderer(out, 1, SUBDIR, None, full=True, entries=entries)
+        for n in range(30):
+            name = f"pkg{n:02d}"
+            rows = []
+            for v, ext in [("1.0", ".conda"), ("1.0.0", ".tar.bz2"), ("0.9", ".conda")][: 1 + n % 3]:
+                fn = f"{name}-{v}-h{n}_0{ext}"
+                raw = orjson.dumps({"name": name, "version": v, "sha256": f"{n:064x}", "timestamp": n * 1000})
+                entry, ts = shard_entry(raw) if n != 7 else (None, None)
+                rows.append((name, fn, raw, v, None, float(n), n, "MIT", entry, ts))
+            r.feed_name(name, sorted(rows, key=lambda row: row[1]))
+        r.finish()
+        return out
+
+    joined, parsed = render(tmp_path / "joined", True), render(tmp_path / "parsed", False)
+    names = sorted(os.listdir(parsed))
+    assert [n for n in names if not filecmp.cmp(joined / n, parsed / n, shallow=False)] == []

@@ -49,7 +49,7 @@ ANALYZE_AFTER = 10_000
 SHARD_MAPS = 8
 #: the channeldata of this many recently published channels is kept parsed in memory
 CHANNELDATA_CACHED = 4
-SHARD_WORKER_NAMES = 2000
+SHARD_WORKER_NAMES = 10_000
 
 
 # Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
@@ -103,8 +103,10 @@ class Publisher:
         #: artifact type -> the renderer of its subdirs' indexes (conda subdirs are rendered here)
         self.index_renderers: dict[str, IndexRenderer] = {}
         #: a full render of a subdir with at least this many names makes its shards in a second
-        #: process (render_worker; about 0.2 s to start), beside the JSON index files
+        #: process (render_worker; about 0.2 s to start), beside the JSON index files, when the
+        #: load average says a core is free (on a busy machine a second process only adds CPU time)
         self.shard_worker_names = SHARD_WORKER_NAMES
+        self.shard_worker_load = (os.cpu_count() or 1) - 0.5
 
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
         return self.root / str(channel_id) / subdir / str(gen)
@@ -279,18 +281,19 @@ class Publisher:
             def exclude(records, _subdir=subdir, _policy=policy):  # noqa: ANN001, ANN202
                 return _policy.exclusions(_subdir, records).keys()
         cols = (files.c.name, files.c.filename, files.c.record, files.c.version, files.c.mirror_id,
-                files.c.uploaded_at, files.c.id, files.c.license)
+                files.c.uploaded_at, files.c.id, files.c.license, files.c.shard_entry, files.c.record_ts)
         where = (files.c.channel_id == cid) & (files.c.subdir == subdir) & _visible_at_unindexed(gen)
         base = sa.select(*cols).where(where)
         source = None
-        if full and exclude is None and len(names | set(previous.names if previous else ())) >= self.shard_worker_names:
+        if (full and exclude is None and len(names | set(previous.names if previous else ())) >= self.shard_worker_names
+                and os.getloadavg()[0] < self.shard_worker_load):
             # the stored shard entries (the record only for rows without one: older than migration 0007)
             source = job_source(self.db.engine, sa.select(
                 files.c.name, files.c.filename, sa.case((files.c.shard_entry.is_(None), files.c.record)),
                 files.c.shard_entry, files.c.record_ts,
             ).where(where).order_by(files.c.name, files.c.filename))
         renderer = SubdirRenderer(out, gen, subdir, previous, full=full, exclude=exclude, policy=fingerprint,
-                                  sign=sign, external_shards=source is not None)
+                                  sign=sign, external_shards=source is not None, entries=True)
         worker = None
         partials: dict[str, list] = {}
         try:

@@ -129,6 +129,21 @@ def encoded_shard(tar: Sequence[tuple[str, bytes]], conda: Sequence[tuple[str, b
     return b"".join(parts)
 
 
+def shard_from_entries(rows: Sequence[Row], at: int) -> tuple[bytes, int]:
+    """One name's shard (msgpack, not compressed) and newest record timestamp from its rows' stored
+    shard entries (``row[at]``, ``row[at + 1]``: shard_entry, record_ts; a row without one, stored
+    before migration 0007, has its record in ``row[2]``)."""
+    tar: list = []
+    conda: list = []
+    newest = 0
+    for r in rows:
+        entry, timestamp = (r[at], r[at + 1]) if r[at] is not None else shard_entry(r[2])
+        (conda if r[1].endswith(".conda") else tar).append((r[1], entry))
+        if timestamp > newest:
+            newest = timestamp
+    return encoded_shard(tar, conda), newest
+
+
 class ShardPack:
     """Appends one render's new CEP-16 shards to its ``shards.pack``."""
 
@@ -329,13 +344,16 @@ class SubdirRenderer:
 
     def __init__(self, out_dir: Path, gen: int, subdir: str, previous: Previous | None, full: bool,
                  exclude: Exclude | None = None, policy: str | None = None, sign: Sign | None = None,
-                 external_shards: bool = False):
-        """``external_shards``: a full render whose shards (the records parsed, the pack written to
-        ``tmp / PACK``) another process makes at the same time (``render_worker``); the rows are then
-        not parsed here (unless signed) and ``adopt_shards`` takes that process's result before
-        ``finish``. Without a policy only: the exclusions must be known to both."""
+                 external_shards: bool = False, entries: bool = False):
+        """``external_shards``: a full render whose shards (the pack written to ``tmp / PACK``)
+        another process makes at the same time (``render_worker``); ``adopt_shards`` takes that
+        process's result before ``finish``. Without a policy only: the exclusions must be known to
+        both. ``entries``: rows carry their stored shard entry and record timestamp (``row[8]``,
+        ``row[9]``), so shards are joined from those. Either way, without a policy or signatures the
+        records are not parsed here."""
         assert not external_shards or (full and exclude is None)
         self.external = external_shards
+        self.entries = entries
         self.subdir = subdir
         self.sign = sign
         self.gen = gen
@@ -455,8 +473,8 @@ class SubdirRenderer:
             self._old_i += 1
         if not rows:
             return []
-        if self.external and self.sign is None:
-            return self._feed_unparsed(name, rows)
+        if self.sign is None and self.exclude is None and (self.external or self.entries):
+            return self._feed_unparsed(name, rows, old_shard)
         loads = orjson.loads
         kept = [(r, loads(r[2])) for r in rows]
         if self.exclude is not None:
@@ -524,10 +542,11 @@ class SubdirRenderer:
         self.stats.rendered_names += 1
         return kept
 
-    def _feed_unparsed(self, name: str, rows: Sequence[Row]) -> list[tuple[Row, None]]:
-        """feed_name of a full render whose shard worker parses the records (no policy, no
-        signatures): only the JSON sections, with as little per-record work as can be (0.5 s
-        for 500,000 records)."""
+    def _feed_unparsed(self, name: str, rows: Sequence[Row], old_shard: tuple[bytes, array] | None
+                       ) -> tuple[Row, None]:
+        """feed_name without a policy or signatures, when the shards come from stored entries or
+        the shard worker: no record parsed, as little per-record work as can be (0.5 s for the
+        JSON of 500,000 records)."""
         dumps = orjson.dumps
         versions = {r[3] for r in rows}
         tar: list = []
@@ -574,7 +593,13 @@ class SubdirRenderer:
         self.lens["current.signatures"].append(0)
         self.names.append(name)
         self.newest = (newest, None)
-        self.timestamp = 0  # the shard worker knows it (adopt_shards)
+        if self._pack is None:
+            self.timestamp = 0  # the shard worker knows it (adopt_shards)
+        else:
+            raw, self.timestamp = shard_from_entries(rows, 8)
+            digest, loc = self._pack.add_encoded(raw, old_shard)
+            self.shards += digest
+            self.locs.extend(loc)
         self.counts.append(len(rows))
         self.stats.records += len(rows)
         self.stats.rendered_names += 1

@@ -30,7 +30,7 @@ from pathlib import Path
 import msgpack
 import sqlalchemy as sa
 
-from .render import ShardPack, encoded_shard, shard_entry
+from .render import ShardPack, shard_from_entries
 
 BATCH = 5000
 
@@ -126,15 +126,8 @@ class _Maker:
 
     def _name(self, rows: list) -> None:
         """rows: (name, filename, record (only without a shard entry), shard entry, record timestamp)."""
-        tar: list = []
-        conda: list = []
-        newest = 0
-        for r in rows:
-            entry, timestamp = (r[3], r[4]) if r[3] is not None else shard_entry(r[2])  # rows before 0007
-            (conda if r[1].endswith(".conda") else tar).append((r[1], entry))
-            if timestamp > newest:
-                newest = timestamp
-        digest, loc = self.pack.add_encoded(encoded_shard(tar, conda))
+        raw, newest = shard_from_entries(rows, 3)
+        digest, loc = self.pack.add_encoded(raw)
         self.names.append(rows[0][0])
         self.digests += digest
         self.locs.extend(loc)
