@@ -93,6 +93,11 @@ def test_project_list_and_pages(server: Server, hosted: str, built: dict) -> Non
     assert page.headers["Content-Type"].startswith("text/html") and 'href="tiny-app/"' in page.text
 
     r = requests.get(hosted + "tiny-dep/", headers={"Accept": UV_ACCEPT}, timeout=30)
+    again = requests.get(hosted + "tiny-dep/", headers={"Accept": UV_ACCEPT, "If-None-Match": r.headers["ETag"]},
+                         timeout=30)
+    assert again.status_code == 304 and again.headers["ETag"] == r.headers["ETag"]
+    html_page = requests.get(hosted + "tiny-dep/", headers={"Accept": "text/html"}, timeout=30)
+    assert html_page.headers["ETag"] != r.headers["ETag"]  # each variant its own validator
     doc = r.json()
     assert doc["name"] == "tiny-dep" and doc["versions"] == ["1.0", "2.0"]
     by_name = {f["filename"]: f for f in doc["files"]}

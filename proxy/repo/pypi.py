@@ -9,6 +9,8 @@ published generation (proxy/repo/pypi_index.py): no database query answers one.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 from aiohttp import web
@@ -63,11 +65,49 @@ def negotiate(accept: str | None, fmt: str | None = None) -> tuple[str, str] | N
     return best[2] if best else None
 
 
-def _page(path: Path, variant: tuple[str, str]) -> web.FileResponse:
-    if not path.is_file():
+class PageCache:
+    """Rendered pages in memory: a page file never changes once its generation is rendered, and
+    answering a small page from bytes skips FileResponse's stat/open/sendfile round trips."""
+
+    def __init__(self, max_bytes: int = 64 << 20):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.pages: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
+
+    def get(self, path: Path) -> tuple[bytes, str] | None:
+        try:  # the file's identity is part of the key: a channel id reused after a delete renders anew
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = self.pages.get(key)
+        if hit is not None:
+            self.pages.move_to_end(key)
+            return hit
+        try:
+            body = path.read_bytes()  # a few KB: cheaper inline than a thread hop
+        except FileNotFoundError:
+            return None
+        hit = (body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
+        self.pages[key] = hit
+        self.size += len(body)
+        while self.size > self.max_bytes and self.pages:
+            self.size -= len(self.pages.popitem(last=False)[1][0])
+        return hit
+
+
+PAGES = PageCache()
+
+
+def _page(request: web.Request, path: Path, variant: tuple[str, str]) -> web.Response:
+    hit = PAGES.get(path)
+    if hit is None:
         raise NotFound(f"{path.stem} is not a project of this channel")
-    return web.FileResponse(path, headers={"Content-Type": variant[1], "Vary": "Accept",
-                                           "Cache-Control": INDEX_CACHE})
+    body, etag = hit
+    headers = {"Content-Type": variant[1], "Vary": "Accept", "Cache-Control": INDEX_CACHE, "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=body, headers=headers)
 
 
 async def pypi(request: web.Request, platform: Platform, served: Served, rest: list[str]) -> web.StreamResponse:
@@ -83,7 +123,7 @@ async def pypi(request: web.Request, platform: Platform, served: Served, rest: l
         if len(rest) == 1:
             if base is None:  # a channel without python files: an empty index, not an error
                 return web.Response(body=EMPTY[variant[0]], headers={"Content-Type": variant[1], "Vary": "Accept"})
-            return _page(base / f"simple.{variant[0]}", variant)
+            return _page(request, base / f"simple.{variant[0]}", variant)
         project = normalize_name(rest[1])
         if project != rest[1]:  # as PyPI does: the normalized name is the page's one URL
             head, _, _ = request.path.rstrip("/").rpartition("/")
@@ -91,7 +131,7 @@ async def pypi(request: web.Request, platform: Platform, served: Served, rest: l
                                                                   if request.query_string else ""))
         if base is None:
             raise NotFound(f"{project} is not a project of this channel")
-        return _page(base / "p" / f"{project}.{variant[0]}", variant)
+        return _page(request, base / "p" / f"{project}.{variant[0]}", variant)
     if rest[:1] == ["files"] and len(rest) == 2:
         name = check_filename(rest[1])
         if name.endswith(".metadata"):
