@@ -244,7 +244,7 @@ class PypiSource:
         the page gives no sha256 for (a directory listing) is read once to learn it."""
         if not self._wanted(f, req):
             return
-        if not _SHA256.fullmatch(str((f.get("hashes") or {}).get("sha256", ""))):
+        if not _SHA256.fullmatch(str((f.get("hashes") or {}).get("sha256", "")).lower()):
             async with gate:
                 await self._learn(f)
             return
