@@ -114,7 +114,14 @@ def ensure_venv(name: str, packages: list[str]) -> Path:
 
 def bin_dir(name: str, use_venv: bool) -> Path:
     """Where the proxy's executables are: its own venv, or this interpreter's (``--no-venv``)."""
-    return ensure_venv(name, VENVS[name]) if use_venv else Path(sys.executable).parent
+    if use_venv:
+        return ensure_venv(name, VENVS[name])
+    here = Path(sys.executable).parent
+    wanted = {"proxpi": "gunicorn", "devpi": "devpi-server"}[name]
+    if not (here / wanted).exists():
+        raise SystemExit(f"--no-venv: {here / wanted} is missing: pip install {' '.join(VENVS[name])} here, "
+                         "or run without --no-venv")
+    return here
 
 
 def dist_version(bindir: Path, dist: str) -> str:
