@@ -286,7 +286,7 @@ class Publisher:
         base = sa.select(*cols).where(where)
         source = None
         if (full and exclude is None and len(names | set(previous.names if previous else ())) >= self.shard_worker_names
-                and os.getloadavg()[0] < self.shard_worker_load):
+                and _load_average() < self.shard_worker_load):
             # the stored shard entries (the record only for rows without one: older than migration 0007)
             source = job_source(self.db.engine, sa.select(
                 files.c.name, files.c.filename, sa.case((files.c.shard_entry.is_(None), files.c.record)),
@@ -554,6 +554,11 @@ def _pread(path: Path, offset: int, length: int) -> bytes:
     if len(data) != length:
         raise OSError(f"{path} is shorter than its layout says")
     return data
+
+
+def _load_average() -> float:
+    """The 1-minute load average (0 where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
 
 
 def _chunks(items: list, n: int):
