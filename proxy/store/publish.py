@@ -567,9 +567,10 @@ def _chunks(items: list, n: int):
 
 
 def _feed_group(renderer: SubdirRenderer, rows: list, partials: dict[str, list]) -> None:
-    """Feed one name's rows (name, filename, record, version, mirror_id, uploaded_at, id, license);
-    keep what its channeldata entry needs (the record unparsed when a shard worker parses it: the
-    license column then, the newest timestamp from the worker)."""
+    """Feed one name's rows (name, filename, record, version, mirror_id, uploaded_at, id, license,
+    shard_entry, record_ts); keep what its channeldata entry needs (records are parsed only for a
+    policy or signatures: otherwise the license column, and the newest timestamp from the shard
+    entries or, later, from the shard worker)."""
     if renderer.feed_name(rows[0][0], rows):
         newest, record = renderer.newest  # the newest upload of the current version
         version = newest[3]

@@ -14,6 +14,11 @@ to one ``shards.pack`` in its own directory, and the layout keeps each name's sh
 generation, offset, length); unchanged names point into older generations' packs. Serving a shard is
 a read of those bytes with the digest as its strong ETag (see ``shard_locations``).
 
+A shard is joined from its records' *shard entries* (``shard_entry``: the record as msgpack, made
+once when a file row is stored), so a render without a policy or signatures parses no record; a big
+full render may make its shards in another process meanwhile (``render_worker``). Each index file
+is compressed by a thread that follows it as it is written (``_Compression``).
+
 All of this is synchronous, CPU- and disk-bound work: callers run it in a worker thread.
 """
 
@@ -459,9 +464,9 @@ class SubdirRenderer:
 
     # -- changed names -------------------------------------------------------------------------
     def feed_name(self, name: str, rows: Sequence[Row]) -> list[tuple[Row, dict]]:
-        """All rows of one package name, sorted by filename. Returns the (row, record dict) pairs
-        that made it into the indexes (digests already turned into bytes, as CEP-16 wants); the
-        newest version's spellings are then in ``current``, the newest record timestamp in
+        """All rows of one package name, sorted by filename. Returns what made it into the indexes
+        (empty: nothing); the newest version's spellings are then in ``current``, the newest upload
+        of it in ``newest`` (row, parsed record or None), the newest record timestamp in
         ``timestamp``."""
         self._done.add(name)
         self._keep_old_until(name)
