@@ -463,9 +463,9 @@ class SubdirRenderer:
         self._done.update(names)
 
     # -- changed names -------------------------------------------------------------------------
-    def feed_name(self, name: str, rows: Sequence[Row]) -> list[tuple[Row, dict]]:
-        """All rows of one package name, sorted by filename. Returns what made it into the indexes
-        (empty: nothing); the newest version's spellings are then in ``current``, the newest upload
+    def feed_name(self, name: str, rows: Sequence[Row]) -> Sequence:
+        """All rows of one package name, sorted by filename. Returns something empty when none of
+        them made it into the indexes (the (row, record) pairs kept, when parsed); the newest version's spellings are then in ``current``, the newest upload
         of it in ``newest`` (row, parsed record or None), the newest record timestamp in
         ``timestamp``."""
         self._done.add(name)
@@ -548,7 +548,7 @@ class SubdirRenderer:
         return kept
 
     def _feed_unparsed(self, name: str, rows: Sequence[Row], old_shard: tuple[bytes, array] | None
-                       ) -> tuple[Row, None]:
+                       ) -> Sequence:
         """feed_name without a policy or signatures, when the shards come from stored entries or
         the shard worker: no record parsed, as little per-record work as can be (0.5 s for the
         JSON of 500,000 records)."""
