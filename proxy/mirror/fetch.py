@@ -44,6 +44,8 @@ HOLD_BACK = 64 * 1024
 READ_CHUNK = 1 << 20
 #: bytes received but not yet hashed and written, at most (then receiving waits)
 MAX_QUEUED = 8 << 20
+#: threads writing and hashing downloads (all downloads of the process share them)
+WRITERS = 4
 #: how often a process that follows another process's download looks at its part file
 POLL = 0.02
 #: a followed part file that stops growing this long makes the follower check that its writer lives
@@ -106,6 +108,10 @@ class Fetcher:
         self._downloads: dict[str, Download] = {}
         #: sha256 → callers of respond() and ensure_blob() right now (what an operator or a test can watch)
         self.waiting: Counter[str] = Counter()
+        #: writes and hashes the downloads' bytes (hashlib and file writes release the GIL). Shared:
+        #: a thread started per download cost more than a small file's whole fetch. Each download
+        #: has at most one batch in it at a time, so its bytes are written in order.
+        self._pool: ThreadPoolExecutor | None = None
         for lock in self.inflight.glob("*.lock"):  # downloads of processes that died: their part files go
             self._clear_dead_leader(lock.name.removesuffix(".lock"))
 
@@ -115,6 +121,9 @@ class Fetcher:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None  # (the app may start again on this platform: a new pool then)
 
     # -- the blob, whole -----------------------------------------------------------------------
     async def ensure_blob(self, url: str, sha256: str, size: int | None) -> None:
@@ -308,11 +317,13 @@ class Fetcher:
 
     async def _run(self, d: Download, writer: HashingWriter, lock_fd: int, lock: Path) -> None:
         shown = redact(d.url)
-        # One worker thread hashes and writes the bytes in order while the loop receives the next
-        # ones (hashlib and file writes release the GIL). What arrives while the worker is busy is
-        # handed over in one batch: a fast upstream gives few, big batches (few wakeups for the
-        # readers), a slow one gives each chunk to the readers at once.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch")
+        # A worker thread hashes and writes the bytes in order while the loop receives the next
+        # ones. What arrives while the worker is busy is handed over in one batch: a fast upstream
+        # gives few, big batches (few wakeups for the readers), a slow one gives each chunk to the
+        # readers at once.
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="fetch")
+        pool = self._pool
         busy: asyncio.Future | None = None
         busy_bytes = 0
         batch: list[bytes] = []
@@ -372,7 +383,6 @@ class Fetcher:
             if not isinstance(e, Exception):
                 raise
         finally:
-            pool.shutdown(wait=False)
             d.done = True
             if self._downloads.get(d.sha256) is d:
                 del self._downloads[d.sha256]

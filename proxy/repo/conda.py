@@ -112,12 +112,17 @@ async def serve_file(request: web.Request, platform: Platform, served: Served, s
                      name: str) -> web.StreamResponse:
     """A package file of the published generation (any type): from the blob store, or fetched
     from its upstream on demand (passive mirrors); HEAD and Range come with the file response."""
-    row = await platform.files.published(served.id, served.gen, subdir, name)
+    key = served.file_key(subdir, name)
+    row = platform.serving.file(key)
     if row is None:
-        raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
+        row = await platform.files.published(served.id, served.gen, subdir, name)
+        if row is None:
+            raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
     path = platform.blobs.path(row.sha256)
     count = partial(platform.downloads.count, served.id, subdir, name)  # completed downloads only
-    if not path.is_file():
+    if path.is_file():
+        platform.serving.remember_file(key, row)
+    else:
         if row.source_url:  # a passive mirror's file: fetched once from upstream, streamed as it lands
             return counted(request, await platform.fetcher.respond(request, row, PACKAGE_HEADERS), path, count)
         raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
