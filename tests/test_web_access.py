@@ -91,6 +91,12 @@ def test_roles_and_forms(server: Server, world: dict) -> None:
     audit = Api(server).get("/api/audit").json()["items"]
     assert any(a["actor"] == "mia" and a["action"] == "WEB POST /channels/{channel}/freeze" and a["status"] == 303
                for a in audit)
+    # the global Mirrors page is for managers: a channel manager has it (and its link), a reader not
+    assert mia.get(server.url + "/mirrors").status_code == 200
+    assert 'href="/mirrors"' in mia.get(server.url + "/channels").text
+    assert rita.get(server.url + "/mirrors").status_code == 403
+    assert 'href="/mirrors"' not in rita.get(server.url + "/channels").text
+    assert rita.get(server.url + "/mirrors/status.json").status_code == 403
     # a channel manager may not create top-level channels, only subchannels of theirs
     assert mia.post(server.url + "/channels", data={"csrf": token, "name": "mine"}).status_code == 403
     r = mia.post(server.url + "/channels", data={"csrf": token, "name": "team/sub"}, allow_redirects=False)
