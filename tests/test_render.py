@@ -12,7 +12,7 @@ import orjson
 import pytest
 import zstandard
 
-from proxy.store.render import PACK, Previous, SubdirRenderer, shard_locations
+from proxy.store.render import PACK, Previous, SubdirRenderer, shard_entry, shard_locations
 
 
 def _record(name: str, version: str, build: int) -> bytes:
@@ -20,15 +20,18 @@ def _record(name: str, version: str, build: int) -> bytes:
                          "depends": [], "sha256": f"{build:064x}", "md5": f"{build:032x}", "size": build})
 
 
-def _render(root: Path, gen: int, files: dict[str, dict[str, tuple[bytes, str]]], changed: set[str] | None) -> Path:
-    """Render ``files`` (name -> filename -> (record, version)); incrementally when ``changed`` is given."""
+def _render(root: Path, gen: int, files: dict[str, dict[str, tuple[bytes, str]]], changed: set[str] | None,
+            entries: bool = False) -> Path:
+    """Render ``files`` (name -> filename -> (record, version)); incrementally when ``changed`` is
+    given; with ``entries``, from rows that carry their stored shard entries (as the publisher's)."""
     out = root / str(gen)
     previous = Previous.load(root / str(gen - 1)) if changed is not None else None
-    renderer = SubdirRenderer(out, gen, "noarch", previous, full=changed is None)
+    renderer = SubdirRenderer(out, gen, "noarch", previous, full=changed is None, entries=entries)
     names = sorted(files) if changed is None else sorted(changed)
     renderer.skip(names)
     for name in names:
-        rows = [(name, fn, rec, ver, None, 0.0, 0) for fn, (rec, ver) in sorted(files.get(name, {}).items())]
+        rows = [(name, fn, rec, ver, None, 0.0, 0, "", *shard_entry(rec))
+                for fn, (rec, ver) in sorted(files.get(name, {}).items())]
         renderer.feed_name(name, rows)
     renderer.finish()
     return out
@@ -52,7 +55,8 @@ def _published(directory: Path) -> dict:
     }
 
 
-def test_random_incremental_renders_equal_full_renders(tmp_path: Path) -> None:
+@pytest.mark.parametrize("entries", [False, True], ids=["parsed", "shard-entries"])
+def test_random_incremental_renders_equal_full_renders(tmp_path: Path, entries: bool) -> None:
     rng = random.Random(20261121)
     files: dict[str, dict[str, tuple[bytes, str]]] = {}
     serial = 0
@@ -69,7 +73,7 @@ def test_random_incremental_renders_equal_full_renders(tmp_path: Path) -> None:
         for _ in range(rng.randint(1, 3)):
             add(name)
     inc, full = tmp_path / "inc", tmp_path / "full"
-    _render(inc, 1, files, None)
+    _render(inc, 1, files, None, entries)
     for gen in range(2, 14):
         changed = set(rng.sample(pool, rng.randint(1, 6)))
         for name in changed:
@@ -80,8 +84,8 @@ def test_random_incremental_renders_equal_full_renders(tmp_path: Path) -> None:
                 files[name].pop(rng.choice(sorted(files[name])))  # one of its files goes
             else:
                 add(name)
-        got = _published(_render(inc, gen, files, changed))
-        want = _published(_render(full, gen, files, None))
+        got = _published(_render(inc, gen, files, changed, entries))
+        want = _published(_render(full, gen, files, None))  # parsed: both ways give the same bytes
         assert got["repodata"] == want["repodata"], gen
         assert got["current"] == want["current"], gen
         assert got["index"] == want["index"], gen
