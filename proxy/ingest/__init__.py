@@ -36,9 +36,17 @@ def register(type_: str, claims: Callable[[str], bool], reader: Reader) -> None:
 
 def read_upload(received: Received, expect_subdir: str | None = None) -> NewFile:
     """Blocking (archive reading): call it in a worker thread."""
-    for _type, claims, reader in READERS:
-        if claims(received.filename):
+    candidates = [reader for _type, claims, reader in READERS if claims(received.filename)]
+    # A name may fit two types (R's NAME_VERSION.tar.gz and an sdist like iso_639-0.4.5.tar.gz):
+    # the contents decide; when no reader takes the file, the first one's reason is given.
+    first: InvalidPackage | None = None
+    for reader in candidates:
+        try:
             return reader(received, expect_subdir)
+        except InvalidPackage as e:
+            first = first or e
+    if first is not None:
+        raise first
     raise InvalidPackage(
         f"{received.filename}: not a package file this server takes (conda: .conda/.tar.bz2; python: .whl, "
         ".tar.gz/.zip sdists; R: NAME_VERSION.tar.gz sources and binaries)",

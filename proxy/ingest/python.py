@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import calendar
 import hashlib
-import re
 import time
 import zipfile
 
@@ -37,7 +36,6 @@ from ..store.times import iso_time
 from . import Received, register
 
 #: R's NAME_VERSION[.tar.gz|.tgz|.zip] (and NAME_VERSION_R_<platform>.tar.gz): never a python sdist
-_R_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*_[0-9][0-9.-]*(_R_.+)?\.(tar\.gz|tgz|zip)$")
 
 #: license classifiers (their last part) → SPDX, for metadata without License-Expression
 CLASSIFIER_LICENSES = {
@@ -65,10 +63,11 @@ CLASSIFIER_LICENSES = {
 
 
 def claims(filename: str) -> bool:
-    """Wheels, and sdists named NAME-VERSION.tar.gz/.zip (PEP 625; R's NAME_VERSION is R's)."""
+    """Wheels, and sdists named NAME-VERSION.tar.gz/.zip (PEP 625). A name that is R's
+    NAME_VERSION shape too is tried as an R package first (proxy/ingest/__init__.py)."""
     if filename.endswith(".whl"):
         return True
-    if not filename.endswith(SDIST_SUFFIXES) or _R_SHAPE.match(filename):
+    if not filename.endswith(SDIST_SUFFIXES):
         return False
     try:
         parse_sdist_filename(filename)
