@@ -35,8 +35,6 @@ from ..store.files import NewFile
 from ..store.times import iso_time
 from . import Received, register
 
-#: R's NAME_VERSION[.tar.gz|.tgz|.zip] (and NAME_VERSION_R_<platform>.tar.gz): never a python sdist
-
 #: license classifiers (their last part) → SPDX, for metadata without License-Expression
 CLASSIFIER_LICENSES = {
     "MIT License": "MIT",
