@@ -232,3 +232,19 @@ def test_packages_tab_filters_page_and_search_on_both_databases(database_url: st
             assert server.call(tiles(per_page)) == every, per_page
     finally:
         server.stop()
+
+
+def test_upload_form_needs_the_form_token_and_refuses_bad_packages(server: Server, api: Api, tmp_path: Path) -> None:
+    api.post("/api/channels", json={"name": "u"}, expect=201)
+    admin = browser_session(server, server.admin_token)
+    token = form_token(admin, server)
+    good = build_conda_package(tmp_path, "good", "1.0")
+    files = {"file": (good.name, good.read_bytes(), "application/octet-stream")}
+    assert admin.post(server.url + "/channels/u/files", files=files).status_code == 403  # no form token
+    r = admin.post(server.url + "/channels/u/files?csrf=" + token,
+                   files={"file": ("bad-1.0-0.conda", b"not a package", "application/octet-stream")})
+    assert r.status_code == 422 and "text/html" in r.headers["Content-Type"]
+    assert api.get("/api/channels/u/files").json()["total"] == 0
+    r = admin.post(server.url + "/channels/u/files?csrf=" + token, files=files, allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/channels/u?done=uploaded"
+    assert [f["filename"] for f in api.get("/api/channels/u/files").json()["items"]] == [good.name]
