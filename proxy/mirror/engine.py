@@ -348,8 +348,10 @@ class MirrorEngine:
                 fig["subdirs_missing"].append(subdir)
             indexes.append(index)
         if all(i.status == "missing" for i in indexes):
-            raise UpstreamError(f"no {mirror.type} index found at {redact(mirror.source_url)} (every subdir answered 404): "
-                                "is it a conda channel URL, and is its token valid?")
+            what = {"conda": "a conda channel", "python": "a PyPI simple index (or a directory of files)",
+                    "cran": "a CRAN-style repository"}.get(mirror.type, f"a {mirror.type} source")
+            raise UpstreamError(f"no {mirror.type} index found at {redact(mirror.source_url)} (every index answered "
+                                f"404): is it the URL of {what}, and is its token valid?")
         state = {"source": redact(mirror.source_url), "subdirs": {i.subdir: i.digest for i in indexes},
                  "policy": getattr(policy, "fingerprint", "") if policy is not None else ""}
         fig["state"] = state
