@@ -96,7 +96,8 @@ def test_roles_and_forms(server: Server, world: dict) -> None:
     assert 'href="/mirrors"' in mia.get(server.url + "/channels").text
     assert rita.get(server.url + "/mirrors").status_code == 403
     assert 'href="/mirrors"' not in rita.get(server.url + "/channels").text
-    assert rita.get(server.url + "/mirrors/status.json").status_code == 403
+    refused = rita.get(server.url + "/mirrors/status.json")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
     # a channel manager may not create top-level channels, only subchannels of theirs
     assert mia.post(server.url + "/channels", data={"csrf": token, "name": "mine"}).status_code == 403
     r = mia.post(server.url + "/channels", data={"csrf": token, "name": "team/sub"}, allow_redirects=False)

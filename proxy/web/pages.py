@@ -95,6 +95,8 @@ def _guard(page: Page) -> Handler:
             return await error_page(request, e)
         except PlatformError as e:
             status = e.status
+            if page.path.endswith(".json"):  # what the pages' scripts poll: the JSON envelope, as the API
+                raise
             return await error_page(request, e)
         finally:
             if request.method == "POST":
