@@ -443,12 +443,14 @@ class PlatformClient:
     def mirror_packages(self, channel: str, name: str, *, state: str = "published", per_page: int = 50) -> dict:
         return self._get(f"{self._mirror(channel, name)}/packages", state=state, per_page=per_page)
 
-    def dependency_report(self, channel: str, mirror: str | None = None, fmt: str = "json") -> Any:
-        """A mirror's (or the whole channel's) dependency report: a dict, or the CSV text."""
+    def dependency_report(self, channel: str, mirror: str | None = None, fmt: str = "json",
+                          type_: str | None = None) -> Any:
+        """A mirror's (or the whole channel's, of one artifact type) dependency report: a dict, or the CSV text."""
         path = f"{self._mirror(channel, mirror)}/report" if mirror else f"{channel_base(channel)}/report"
+        query = {"format": fmt, **({"type": type_} if type_ and not mirror else {})}
         if fmt == "json":
-            return self._get(path, format="json")
-        resp = self._open("GET", path, query={"format": fmt})
+            return self._get(path, **query)
+        resp = self._open("GET", path, query=query)
         try:
             raw = resp.read()
             if not 200 <= resp.status < 300:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import html
+import json
 import os
 import subprocess
 import sys
@@ -301,6 +302,16 @@ def test_dependency_reports_resolve_requires_dist(server: Server, upstream: Stat
     lone = api.get("/api/channels/lone/mirrors/up/report").json()
     assert lone["satisfied"] is True
     assert [(d["name"], d["version"], d["direct"]) for d in lone["dependencies"]] == [("tiny-dep", "1.0", True)]
+    # the channel's report of its python files (every file a root); conda's is the default
+    whole = api.get("/api/channels/lone/report", params={"type": "python"}).json()
+    assert whole["satisfied"] is True and whole["roots"] == 3
+    assert api.get("/api/channels/lone/report").json()["roots"] == 0
+    from test_cli import cli
+
+    shown = cli(server, "mirror", "report", "lone", "--type", "python", "--format", "json").stdout
+    assert json.loads(shown)["roots"] == 3
+    assert "unknown artifact type" in api.get("/api/channels/lone/report", params={"type": "npm"},
+                                              expect=400).json()["error"]["message"]
 
 
 def test_cli_creates_and_shows_python_mirrors(server: Server, upstream: StaticIndex) -> None:

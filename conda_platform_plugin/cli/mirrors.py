@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..client import LocalFileError, PlatformClient
+from ..client import ARTIFACT_TYPES, LocalFileError, PlatformClient
 from .common import client, command, confirm, group
 from .output import Output, human_size
 
@@ -78,6 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="MIRROR", nargs="?", help="the mirror (default: every package of the channel)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE")
+    p.add_argument("--type", choices=ARTIFACT_TYPES, default=None,
+                   help="the channel's packages of this artifact type (default: conda; a mirror's are its type)")
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -296,7 +298,7 @@ def delete(args: argparse.Namespace, out: Output) -> int:
 
 def report(args: argparse.Namespace, out: Output) -> int:
     fmt = "json" if out.json_mode or args.format in ("json", "table") else "csv"
-    data = client(args).dependency_report(args.channel, args.name, fmt)
+    data = client(args).dependency_report(args.channel, args.name, fmt, args.type)
     if args.output:
         text = data if isinstance(data, str) else json.dumps(data, indent=2) + "\n"
         try:

@@ -7,6 +7,7 @@ from aiohttp import web
 from conda_platform_plugin.errors import BadRequest
 
 from ..mirror.report import dependency_report
+from ..store.artifacts import check_type
 from .routing import channel_path, flag, identity_of, json_body, json_response, paged, paging, platform_of, routes
 
 TAG = "mirrors"
@@ -122,7 +123,7 @@ async def _report(request: web.Request, mirror: str | None) -> web.Response:
     fmt = _report_format(request)
     platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
-    mirror_id, type_ = None, "conda"
+    mirror_id, type_ = None, check_type(request.query.get("type", "conda"))
     if mirror is not None:
         m = await platform.mirrors.get(ch.name, mirror)
         mirror_id, type_ = m.id, m.type
@@ -142,6 +143,7 @@ async def mirror_report(request: web.Request) -> web.Response:
 
 
 @routes.route("GET", "/api/channels/{channel}/report", summary="Dependency report of a channel's packages (JSON or CSV)",
-              permission="channel.read", tag=TAG, query={"format": "json (default) or csv"})
+              permission="channel.read", tag=TAG, query={"format": "json (default) or csv",
+                                                         "type": "artifact type: conda (default), python or cran"})
 async def channel_report(request: web.Request) -> web.Response:
     return await _report(request, None)
