@@ -72,6 +72,7 @@ sa.Index("ix_files_added", files.c.channel_id, files.c.added_gen)
 sa.Index("ix_files_removed", files.c.channel_id, files.c.removed_gen)
 sa.Index("ix_files_name", files.c.name)
 sa.Index("ix_files_mirror", files.c.mirror_id)
+sa.Index("ix_files_artifact", files.c.channel_id, files.c.type, files.c.name, files.c.removed_gen)
 
 renders = sa.Table(
     "renders",
