@@ -4,24 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from conda_platform_plugin.errors import BadRequest
 from conda_platform_plugin.names import check_filename
 
 from ..store.yank import set_yanked
-from .routing import channel_path, json_response, platform_of, routes
+from .routing import channel_path, json_body, json_response, platform_of, routes
 
 PATH = "/api/channels/{channel}/files/{subdir}/{filename}/yank"
 
 
 async def _yank(request: web.Request, yanked: bool) -> web.Response:
-    body = {}
-    if request.can_read_body:
-        try:
-            body = await request.json()
-        except ValueError as e:
-            raise BadRequest("the body must be JSON: {\"reason\": \"...\"}") from e
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object: {\"reason\": \"...\"}")
+    body = await json_body(request)  # empty: {}
     result = await set_yanked(platform_of(request), channel_path(request), request.match_info["subdir"],
                               check_filename(request.match_info["filename"]), body.get("reason"), yanked=yanked)
     return json_response(result)
