@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from itertools import chain, groupby
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -32,7 +29,7 @@ from conda_platform_plugin.versions import version_key
 
 from .db import Database
 from .render import PACK, Previous, SubdirRenderer, render_empty, shard_locations
-from .render_worker import ShardWorker, job_source
+from .render_worker import ShardWorker, job_source, split_groups, sqlite_batches
 from .tables import channels, files, renders
 
 if TYPE_CHECKING:
@@ -586,26 +583,20 @@ def _feed_group(renderer: SubdirRenderer, rows: list, partials: dict[str, list])
 
 def _feed_sorted(renderer: SubdirRenderer, carry: list, part, partials: dict[str, list]) -> list:  # noqa: ANN001
     """Feed complete name groups of a sorted batch; the last (maybe partial) group is carried."""
-    groups = [list(g) for _, g in groupby(chain(carry, part), key=itemgetter(0))]
-    for group in groups[:-1]:
+    complete, carry = split_groups(carry, part)
+    for group in complete:
         _feed_group(renderer, group, partials)
-    return groups[-1] if groups else []
+    return carry
 
 
 def _feed_from_sqlite(path: str, sql: str, params: list, renderer: SubdirRenderer,
                       partials: dict[str, list]) -> None:
-    """A full render's rows, read by a connection of its own (WAL: a consistent snapshot)."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-    try:
-        con.execute("PRAGMA busy_timeout=30000")
-        cur = con.execute(sql, params)
-        carry: list = []
-        while part := cur.fetchmany(BATCH):
-            carry = _feed_sorted(renderer, carry, part, partials)
-        if carry:
-            _feed_group(renderer, carry, partials)
-    finally:
-        con.close()
+    """A full render's rows, read by a connection of its own in the render's thread."""
+    carry: list = []
+    for part in sqlite_batches(path, sql, params):
+        carry = _feed_sorted(renderer, carry, part, partials)
+    if carry:
+        _feed_group(renderer, carry, partials)
 
 
 def _feed_groups(renderer: SubdirRenderer, groups: dict[str, list], partials: dict[str, list]) -> None:

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain, groupby
 from operator import itemgetter
@@ -61,6 +62,28 @@ def job_source(engine: sa.engine.Engine | sa.ext.asyncio.AsyncEngine, query: sa.
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         return {"postgres": dsn, "sql": str(compiled), "params": params}
     return None
+
+
+def split_groups(carry: list, batch) -> tuple[list[list], list]:  # noqa: ANN001 - a batch of rows
+    """Rows sorted by name (column 0), batch by batch: the complete name groups of ``carry`` + ``batch``,
+    and the last group, which the next batch may continue."""
+    groups = [list(g) for _, g in groupby(chain(carry, batch), key=itemgetter(0))]
+    return groups[:-1], (groups[-1] if groups else [])
+
+
+def sqlite_batches(path: str, sql: str, params: list) -> Iterator[list]:
+    """A query's rows in batches, read by a read-only connection of its own (WAL: one consistent
+    snapshot), straight from the driver: no SQLAlchemy row per record."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        con.execute("PRAGMA busy_timeout=30000")
+        cur = con.execute(sql, params)
+        while batch := cur.fetchmany(BATCH):
+            yield batch
+    finally:
+        con.close()
 
 
 class ShardWorker:
@@ -113,10 +136,9 @@ class _Maker:
         self._carry: list = []
 
     def feed(self, batch) -> None:  # noqa: ANN001 - sqlite3 rows or asyncpg records
-        groups = [list(g) for _, g in groupby(chain(self._carry, batch), key=itemgetter(0))]
-        for group in groups[:-1]:
+        complete, self._carry = split_groups(self._carry, batch)
+        for group in complete:
             self._name(group)
-        self._carry = groups[-1] if groups else []
 
     def close(self) -> None:
         if self._carry:
@@ -134,17 +156,6 @@ class _Maker:
         self.timestamps.append(newest)
 
 
-def _from_sqlite(job: dict, maker: _Maker) -> None:
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{job['sqlite']}?mode=ro", uri=True)
-    try:
-        con.execute("PRAGMA busy_timeout=30000")
-        cur = con.execute(job["sql"], job["params"])
-        while batch := cur.fetchmany(BATCH):
-            maker.feed(batch)
-    finally:
-        con.close()
 
 
 async def _from_postgres(job: dict, maker: _Maker) -> None:
@@ -164,7 +175,8 @@ def main() -> int:
     job = json.loads(sys.stdin.buffer.read())
     maker = _Maker(ShardPack(Path(job["pack"]), job["gen"]))
     if "sqlite" in job:
-        _from_sqlite(job, maker)
+        for batch in sqlite_batches(job["sqlite"], job["sql"], job["params"]):
+            maker.feed(batch)
     else:
         asyncio.run(_from_postgres(job, maker))
     maker.close()
