@@ -34,7 +34,6 @@ import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -51,10 +50,6 @@ from .errors import BadRequest
 from .licenses import FAMILIES, normalize, parsed_expression, satisfiable, spdx_list
 from .names import check_subdir, subdir_type
 from .versions import version_key
-
-#: the subdir whose records are being judged: the CVE rule reads records of "pypi" as PyPI
-#: packages and of "cran-*" as CRAN ones (per thread and task: judging runs in worker threads)
-_SUBDIR: ContextVar[str | None] = ContextVar("judged_subdir", default=None)
 
 #: evaluation order of rule kinds (see the module docstring)
 KINDS = ("subdir", "name", "signature", "age", "version", "license", "cve", "keep_newest")
@@ -257,7 +252,9 @@ class Policy:
 
 
 # -- evaluation ------------------------------------------------------------------------------------
-Check = Callable[[str, Mapping, Mapping | None], Verdict | None]  # (filename, record, signatures)
+#: (filename, record, signatures, subdir): the CVE rule reads records of "pypi" as PyPI packages
+#: and of "cran-*" as CRAN ones
+Check = Callable[[str, Mapping, Mapping | None, str], Verdict | None]
 
 
 @lru_cache(maxsize=100_000)
@@ -383,22 +380,17 @@ class CompiledPolicy:
             if subdir not in rule["allow"]:
                 verdict = Verdict("subdir", f"subdir {subdir} is not allowed (allowed: {', '.join(rule['allow'])})")
                 return dict.fromkeys(records, verdict)
-        judged = _SUBDIR.set(subdir)
         if len(records) < 10_000 or not gc.isenabled():
-            try:
-                return self._exclusions(records, signatures)
-            finally:
-                _SUBDIR.reset(judged)
+            return self._exclusions(subdir, records, signatures)
         # A big subdir: the cyclic GC would walk every record dict again and again while the
         # verdicts are built (up to half the time); nothing here makes cycles, so it waits.
         gc.disable()
         try:
-            return self._exclusions(records, signatures)
+            return self._exclusions(subdir, records, signatures)
         finally:
             gc.enable()
-            _SUBDIR.reset(judged)
 
-    def _exclusions(self, records: Mapping[str, Mapping], signatures: Mapping[str, Mapping] | None
+    def _exclusions(self, subdir: str, records: Mapping[str, Mapping], signatures: Mapping[str, Mapping] | None
                     ) -> dict[str, Verdict]:
         out: dict[str, Verdict] = {}
         plans = self._plans
@@ -412,7 +404,7 @@ class CompiledPolicy:
                 out[fn] = plan[0]
                 continue
             for check in plan[1]:
-                verdict = check(fn, rec, signatures)
+                verdict = check(fn, rec, signatures, subdir)
                 if verdict is not None:
                     out[fn] = verdict
                     break
@@ -446,14 +438,10 @@ class CompiledPolicy:
         name_verdict, checks = self._plan(record.get("name", ""))
         if name_verdict is not None:
             return name_verdict
-        judged = _SUBDIR.set(subdir)
-        try:
-            for check in checks:
-                v = check(filename, record, signatures)
-                if v is not None:
-                    return v
-        finally:
-            _SUBDIR.reset(judged)
+        for check in checks:
+            v = check(filename, record, signatures, subdir)
+            if v is not None:
+                return v
         return None
 
     # -- rule compilers ---------------------------------------------------------------------------
@@ -474,7 +462,7 @@ class CompiledPolicy:
                                        f"({', '.join(include)})")
             return None
 
-        def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
+        def check(_fn: str, rec: Mapping, _sigs: Mapping | None, _subdir: str) -> Verdict | None:
             name = rec.get("name", "")
             try:
                 return cache[name]
@@ -489,7 +477,7 @@ class CompiledPolicy:
         key_mgr = rule.get("key_mgr")
         missing = Verdict("signature", "the record has no signature (the policy requires signed metadata)")
 
-        def check(fn: str, rec: Mapping, sigs: Mapping | None) -> Verdict | None:
+        def check(fn: str, rec: Mapping, sigs: Mapping | None, _subdir: str) -> Verdict | None:
             sig = sigs.get(fn) if sigs else None
             if not sig:
                 return missing
@@ -514,7 +502,7 @@ class CompiledPolicy:
         newest_ms = newest * 1000 if newest is not None else None
         oldest_ms = oldest * 1000 if oldest is not None else None
 
-        def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
+        def check(_fn: str, rec: Mapping, _sigs: Mapping | None, _subdir: str) -> Verdict | None:
             ts = rec.get("timestamp")
             if not ts or ts.__class__ not in (int, float):
                 return None  # no build time: age rules cannot judge it
@@ -552,7 +540,7 @@ class CompiledPolicy:
                                           f"({', '.join(s.text for s in specs)})")
             return None
 
-        def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
+        def check(_fn: str, rec: Mapping, _sigs: Mapping | None, _subdir: str) -> Verdict | None:
             name = rec.get("name", "")
             key = key_of(name) if syntax == "pep440" else name
             if key not in deny and key not in allow:
@@ -606,7 +594,7 @@ class CompiledPolicy:
             return Verdict("license", f"license {info.spdx} is {why} by the policy ({', '.join(bad)}; "
                                       f"family {fams})")
 
-        def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
+        def check(_fn: str, rec: Mapping, _sigs: Mapping | None, _subdir: str) -> Verdict | None:
             text, family = rec.get("license"), rec.get("license_family")
             ck = text if family is None else (text, family)
             v = cache.get(ck, _MISS)
@@ -619,7 +607,7 @@ class CompiledPolicy:
     def _c_cve(self, rule: dict) -> Check:
         cves = self.cves
         if cves is None or not len(cves):
-            return lambda _fn, _rec, _sigs: None
+            return lambda _fn, _rec, _sigs, _subdir: None
         min_score = rule.get("min_score")
         min_sev = severity_rank(rule["min_severity"]) if rule.get("min_severity") else None
         ignore = {i.upper() for i in rule["ignore"]}
@@ -653,11 +641,10 @@ class CompiledPolicy:
                     return Verdict("cve", f"affected by {ident}{also}, {score}{fix}")
             return None
 
-        def check(_fn: str, rec: Mapping, _sigs: Mapping | None) -> Verdict | None:
+        def check(_fn: str, rec: Mapping, _sigs: Mapping | None, subdir: str) -> Verdict | None:
             name = rec.get("name", "")
             from .cves import is_python_record
 
-            subdir = _SUBDIR.get()
             kind = subdir_type(subdir) if subdir else None  # python/cran subdirs: PyPI/CRAN by name
             ck = (name, rec.get("version", ""), kind if kind in ("python", "cran") else
                   name.startswith("r-") or is_python_record(rec))
