@@ -11,7 +11,13 @@ sha256. So a mirrored file whose sha256 is not known yet gets a *placeholder* in
 - passive mirrors: the first request of the file downloads it once per server process
   (:func:`resolve`), checks its MD5sum (and SHA256 when the index gave one), commits the blob and
   puts the real sha256 and size into every row that had the placeholder (the record itself does
-  not change, so later runs see no change);
+  not change, so later runs see no change). This is the deliberate design for indexes without
+  sha256: the one fetcher (:mod:`proxy.mirror.fetch`) names downloads, their cross-process locks,
+  part files and blobs by the sha256 it verifies, which such a file does not have before its
+  bytes are read. So :func:`resolve` reads the body itself through the same ``Upstream`` and
+  ``HashingWriter``: single-flight within one process, the first client answered once the blob is
+  committed (not streamed), and two processes asking at once download it twice (both verify; the
+  blob commit and the row update are idempotent). Every later request is served by the fetcher;
 - active mirrors: the run's policy step hashes every kept file it does not know yet (the bytes
   are streamed through the hashes, not kept) so the rows get real sha256s and the engine's
   download step fetches them verified like any other type: a first active run downloads each
@@ -234,7 +240,10 @@ waiting: Counter[tuple[int, str]] = Counter()
 
 async def resolve(platform: Platform, name: str, placeholder: str, url: str, md5: str) -> Resolved:
     """Download a passive CRAN file whose sha256 is not known yet, once per process however many
-    ask; verify it against its index's MD5sum/SHA256; commit the blob; fill in the rows."""
+    ask; verify it against its index's MD5sum/SHA256; commit the blob; fill in the rows.
+
+    Outside the fetcher by design (see the module docstring): it keys its downloads by the sha256
+    it verifies, unknown here until the body has been read."""
     key = (id(platform), placeholder)
     task = _resolving.get(key)
     if task is None:

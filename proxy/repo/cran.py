@@ -11,7 +11,8 @@ R's serialization format) and ``files.json`` (which file is listed, which archiv
 are served; files the channel policy excludes are neither).
 
 Files of passive CRAN mirrors whose index gave no SHA256 (CRAN's never does) are fetched on their
-first request by :func:`proxy.mirror.cran_source.resolve` (MD5sum-verified), then served like any.
+first request by :func:`proxy.mirror.cran_source.resolve` (MD5sum-verified; by design outside the
+fetcher, which needs the sha256 up front), then served like any.
 """
 
 from __future__ import annotations
