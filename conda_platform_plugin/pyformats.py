@@ -34,8 +34,8 @@ _ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, 
 
 
 def normalize_name(name: str) -> str:
-    """PEP 503: runs of ``-``, ``_`` and ``.`` become one ``-``; lower case."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+    """PEP 503 normalization (packaging's canonicalize_name), as a plain str."""
+    return str(canonicalize_name(name))
 
 
 @dataclass(frozen=True)
@@ -50,10 +50,6 @@ class PythonPackage:
     @property
     def normalized_name(self) -> str:
         return normalize_name(self.name)
-
-
-def is_python_filename(filename: str) -> bool:
-    return filename.endswith((".whl", *SDIST_SUFFIXES))
 
 
 def _filename_parts(filename: str) -> tuple[str, str, str]:
