@@ -25,6 +25,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
+from .errors import InvalidPackage
 from .formats import invalid_package, unsafe_reason
 
 #: core metadata larger than this is not metadata
@@ -64,6 +65,14 @@ def _filename_parts(filename: str) -> tuple[str, str, str]:
     except (InvalidWheelFilename, InvalidSdistFilename) as e:
         raise invalid_package(filename, f"not a valid Python package file name: {e}") from e
     raise invalid_package(filename, "a Python package is a .whl, .tar.gz or .zip file")
+
+
+def file_version(filename: str) -> tuple[str, str] | None:
+    """(normalized name, version) of a wheel or sdist file name; None for other files (eggs, exes)."""
+    try:
+        return _filename_parts(filename)[:2]
+    except InvalidPackage:
+        return None
 
 
 def _metadata_member(names: list[str], filename: str, packagetype: str) -> str:

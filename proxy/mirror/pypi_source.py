@@ -28,18 +28,12 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import orjson
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from conda_platform_plugin.errors import BadRequest, InvalidPackage, UpstreamError
 from conda_platform_plugin.names import PYPI_SUBDIR
-from conda_platform_plugin.pyformats import core_metadata_fields, read_python_package
+from conda_platform_plugin.pyformats import core_metadata_fields, file_version, read_python_package
 
 from ..ingest.python import python_extras, python_record, wheel_tag
 from ..store.files import record_digest
@@ -146,20 +140,6 @@ def parse_project_page(body: bytes, content_type: str, page_url: str) -> list[di
                     "requires-python": attrs.get("data-requires-python") or None,
                     "yanked": False if yanked is None else (yanked or True), "core-metadata": meta})
     return out
-
-
-def file_version(filename: str) -> tuple[str, str] | None:
-    """(normalized name, version) of a wheel or sdist file name; None for other files (eggs, exes)."""
-    try:
-        if filename.endswith(".whl"):
-            name, version, _, _ = parse_wheel_filename(filename)
-            return str(name), str(version)
-        if filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
-            return str(name), str(version)
-    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
-        return None
-    return None
 
 
 class PypiSource:
