@@ -40,7 +40,7 @@ from urllib.parse import urljoin
 import orjson
 import sqlalchemy as sa
 
-from conda_platform_plugin.errors import BadRequest, UpstreamError
+from conda_platform_plugin.errors import BadRequest, TooLarge, UpstreamError
 from conda_platform_plugin.names import is_cran_subdir
 from conda_platform_plugin.rformats import _FILENAME, parse_dcf
 
@@ -206,19 +206,21 @@ def _verify(record: dict, url: str, sha256: str, md5: str) -> None:
                             f"(md5 {md5}, sha256 {sha256})", detail={"url": redact(url)})
 
 
-async def _hash_url(upstream: Upstream, url: str, limit: int, writer: Any = None) -> tuple[str, str, int]:  # noqa: ANN401
-    """Stream a body through sha256 and md5 (and into ``writer``, a HashingWriter, when given)."""
+async def _hash_url(upstream: Upstream, url: str, limit: int) -> tuple[str, str, int]:
+    """Stream a body through sha256 and md5 without keeping it (active runs learn the sha256s)."""
     sha, md5, size = hashlib.sha256(), hashlib.md5(), 0
     async with upstream.get(url, {"Accept-Encoding": "identity"}) as resp:
         async for chunk in resp.content.iter_chunked(1 << 20):
             size += len(chunk)
             if size > limit:
-                raise UpstreamError(f"{redact(url)} is larger than {limit} bytes")
+                raise _too_large(url, limit)
             sha.update(chunk)
             md5.update(chunk)
-            if writer is not None:
-                await asyncio.to_thread(writer.write, chunk)
     return sha.hexdigest(), md5.hexdigest(), size
+
+
+def _too_large(url: str, limit: int) -> UpstreamError:
+    return UpstreamError(f"{redact(url)} is larger than {limit} bytes")
 
 
 # -- passive: the first request of a file -----------------------------------------------------------
@@ -265,19 +267,24 @@ async def _resolve(platform: Platform, name: str, placeholder: str, url: str, md
         rec = (await conn.execute(sa.select(files.c.record).where(mine).limit(1))).scalar()
     record = orjson.loads(rec) if rec else {"md5": md5}
     limit = platform.config.max_upload_bytes
-    writer = platform.blobs.writer(limit)
+    writer = platform.blobs.writer(limit)  # hashes sha256 and md5 as it writes
     try:
-        sha256, got_md5, size = await _hash_url(platform.upstream, url, limit, writer)
-        _verify(record, url, sha256, got_md5)
+        async with platform.upstream.get(url, {"Accept-Encoding": "identity"}) as resp:
+            async for chunk in resp.content.iter_chunked(1 << 20):
+                await asyncio.to_thread(writer.write, chunk)
         blob = await asyncio.to_thread(writer.finish)
-    except BaseException:
+        _verify(record, url, blob.sha256, blob.md5)
+    except TooLarge:
         writer.abort()
+        raise _too_large(url, limit) from None
+    except BaseException:
+        writer.abort()  # (also removes a finished temp file that failed the check)
         raise
     await asyncio.to_thread(platform.blobs.commit, blob)
     async with platform.db.write() as conn:  # the bytes are known now: the same record, its real sha256
-        await conn.execute(files.update().where(mine).values(sha256=sha256, size=size))
-    await asyncio.to_thread(learn, platform.mirrors.engine.cache, url, record, sha256, size)
-    return sha256, size
+        await conn.execute(files.update().where(mine).values(sha256=blob.sha256, size=blob.size))
+    await asyncio.to_thread(learn, platform.mirrors.engine.cache, url, record, blob.sha256, blob.size)
+    return blob.sha256, blob.size
 
 
 SOURCES["cran"] = CranSource
