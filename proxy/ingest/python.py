@@ -25,11 +25,11 @@ import time
 import zipfile
 
 import orjson
-from packaging.utils import InvalidSdistFilename, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import parse_wheel_filename
 
 from conda_platform_plugin.errors import InvalidPackage
 from conda_platform_plugin.names import PYPI_SUBDIR
-from conda_platform_plugin.pyformats import SDIST_SUFFIXES, PythonPackage, normalize_name, read_python_package
+from conda_platform_plugin.pyformats import PythonPackage, file_version, normalize_name, read_python_package
 
 from ..store.files import NewFile
 from ..store.times import iso_time
@@ -61,17 +61,9 @@ CLASSIFIER_LICENSES = {
 
 
 def claims(filename: str) -> bool:
-    """Wheels, and sdists named NAME-VERSION.tar.gz/.zip (PEP 625). A name that is R's
-    NAME_VERSION shape too is tried as an R package first (proxy/ingest/__init__.py)."""
-    if filename.endswith(".whl"):
-        return True
-    if not filename.endswith(SDIST_SUFFIXES):
-        return False
-    try:
-        parse_sdist_filename(filename)
-    except InvalidSdistFilename:
-        return False
-    return True
+    """Wheels (a bad wheel name is refused by read with why), and sdists named NAME-VERSION.tar.gz/.zip
+    (PEP 625). A name that is R's NAME_VERSION shape too is decided by the contents (proxy/ingest/__init__.py)."""
+    return filename.endswith(".whl") or file_version(filename) is not None
 
 
 def license_of(fields: dict) -> str:
