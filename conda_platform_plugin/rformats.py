@@ -22,7 +22,8 @@ PACKAGES_FIELDS = (
     "Built", "File", "Path", "Filesize",
 )
 DEPENDENCY_FIELDS = ("Depends", "Imports", "LinkingTo", "Suggests", "Enhances")
-_FILENAME = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9])_(?P<version>[0-9]+[-.][0-9][-.0-9]*)"
+#: an R package file name: NAME_VERSION[_rest].tar.gz|tgz|zip (uploads and mirrors read it)
+R_FILENAME = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9.]*[A-Za-z0-9])_(?P<version>[0-9]+[-.][0-9][-.0-9]*)"
                        r"(?P<rest>_[^/]*)?\.(?P<ext>tar\.gz|tgz|zip)$")
 _ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, ValueError, UnicodeDecodeError)
 
@@ -90,7 +91,7 @@ class RPackage:
 
 
 def split_r_filename(filename: str) -> tuple[str, str]:
-    m = _FILENAME.match(filename)
+    m = R_FILENAME.match(filename)
     if m is None:
         raise invalid_package(filename, "an R package file is NAME_VERSION.tar.gz (or .tgz / .zip for binaries)")
     return m.group("name"), m.group("version")

@@ -14,7 +14,7 @@ import time
 import orjson
 
 from conda_platform_plugin.errors import InvalidPackage
-from conda_platform_plugin.rformats import _FILENAME, read_r_package
+from conda_platform_plugin.rformats import R_FILENAME, read_r_package
 
 from ..repo.cran_index import SRC_SUBDIR, about_of, binary_os, binary_subdir, cran_record, split_binary_subdir
 from ..store.files import NewFile
@@ -22,14 +22,14 @@ from . import Received, register
 
 
 def claims(filename: str) -> bool:
-    m = _FILENAME.match(filename)
+    m = R_FILENAME.match(filename)
     # a Linux binary is NAME_VERSION_R_<platform>.tar.gz; any other tail is not an R file
     return m is not None and (not m.group("rest") or m.group("rest").startswith("_R_"))
 
 
 def subdir_of(filename: str, desc: dict[str, str], expect_subdir: str | None) -> str:
     if "Built" not in desc:
-        if not filename.endswith(".tar.gz") or _FILENAME.match(filename).group("rest"):
+        if not filename.endswith(".tar.gz") or R_FILENAME.match(filename).group("rest"):
             raise InvalidPackage(f"{filename}: a source package is NAME_VERSION.tar.gz (this one has no Built: "
                                  "field, so it is not a binary)", detail={"filename": filename})
         subdir = SRC_SUBDIR

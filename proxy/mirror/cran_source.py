@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from conda_platform_plugin.errors import BadRequest, TooLarge, UpstreamError
 from conda_platform_plugin.names import is_cran_subdir
-from conda_platform_plugin.rformats import _FILENAME, parse_dcf
+from conda_platform_plugin.rformats import R_FILENAME, parse_dcf
 
 from ..repo.cran_index import SRC_SUBDIR, CranDependencyIndex, contrib_path, cran_record, squash
 from ..store.files import record_digest
@@ -119,7 +119,7 @@ class CranSource(Source):
         for fields in stanzas:
             name, version = fields.get("Package", ""), fields.get("Version", "")
             fn = f"{name}_{version}{ext}"
-            if not _FILENAME.match(fn):
+            if not R_FILENAME.match(fn):
                 _filtered(out, fn, name, version, "invalid", "not an R package name and version")
                 continue
             md5 = squash(fields.get("MD5sum", "")).lower()  # (a folded SHA256 line continues on the next)
