@@ -110,16 +110,20 @@ def _page(request: web.Request, path: Path, variant: tuple[str, str]) -> web.Res
     return web.Response(body=body, headers=headers)
 
 
+def _moved(request: web.Request, path: str) -> web.HTTPMovedPermanently:
+    """A permanent redirect to ``path`` that keeps the query string."""
+    return web.HTTPMovedPermanently(path + (f"?{request.query_string}" if request.query_string else ""))
+
+
 async def pypi(request: web.Request, platform: Platform, served: Served, rest: list[str]) -> web.StreamResponse:
+    gen = served.subdirs.get(PYPI_SUBDIR)
+    base = platform.publisher.subdir_dir(served.id, PYPI_SUBDIR, gen) if gen is not None else None
     if rest[:1] == ["simple"] and len(rest) <= 2:
         if not request.path.endswith("/"):  # PEP 503: URLs end in "/"; pip and uv follow the redirect
-            raise web.HTTPMovedPermanently(request.path + "/" + (f"?{request.query_string}"
-                                                                  if request.query_string else ""))
+            raise _moved(request, request.path + "/")
         variant = negotiate(request.headers.get("Accept"), request.query.get("format"))
         if variant is None:
             raise web.HTTPNotAcceptable(text=f"this index serves {JSON}, {HTML} and text/html\n")
-        gen = served.subdirs.get(PYPI_SUBDIR)
-        base = platform.publisher.subdir_dir(served.id, PYPI_SUBDIR, gen) if gen is not None else None
         if len(rest) == 1:
             if base is None:  # a channel without python files: an empty index, not an error
                 return web.Response(body=EMPTY[variant[0]], headers={"Content-Type": variant[1], "Vary": "Accept"})
@@ -127,16 +131,14 @@ async def pypi(request: web.Request, platform: Platform, served: Served, rest: l
         project = normalize_name(rest[1])
         if project != rest[1]:  # as PyPI does: the normalized name is the page's one URL
             head, _, _ = request.path.rstrip("/").rpartition("/")
-            raise web.HTTPMovedPermanently(f"{head}/{project}/" + (f"?{request.query_string}"
-                                                                  if request.query_string else ""))
+            raise _moved(request, f"{head}/{project}/")
         if base is None:
             raise NotFound(f"{project} is not a project of this channel")
         return _page(request, base / "p" / f"{project}.{variant[0]}", variant)
     if rest[:1] == ["files"] and len(rest) == 2:
         name = check_filename(rest[1])
         if name.endswith(".metadata"):
-            gen = served.subdirs.get(PYPI_SUBDIR)
-            path = platform.publisher.subdir_dir(served.id, PYPI_SUBDIR, gen) / "m" / name if gen else None
+            path = base / "m" / name if base is not None else None
             if path is None or not path.is_file():
                 raise NotFound(f"no core metadata file {name} in channel {served.name!r}")
             return web.FileResponse(path, headers={"Content-Type": "text/plain; charset=utf-8",
