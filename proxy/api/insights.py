@@ -209,10 +209,15 @@ SBOM_FORMATS = {"cyclonedx": ("application/vnd.cyclonedx+json", "cdx.json"),
                 "spdx": ("application/spdx+json", "spdx.json")}
 
 
-def _sbom_package(ch, channel_url: str, key: tuple[str, str], record: dict, about: dict) -> SbomPackage:  # noqa: ANN001
+def _sbom_package(ch, channel_url: str, key: tuple[str, str], record: dict, about: dict,  # noqa: ANN001
+                  path: str = "") -> SbomPackage:
     license_ = normalize_license(str(record.get("license") or about.get("license") or ""),
                                  record.get("license_family"))
-    return SbomPackage(ch.name, channel_url, key[0], key[1], record, about, license_.spdx)
+    return SbomPackage(ch.name, channel_url, key[0], key[1], record, about, license_.spdx, path=path)
+
+
+def _channel_url(request: web.Request, ch) -> str:  # noqa: ANN001 - a Channel
+    return f"{request.url.origin()}/api/repo/{ch.name}"
 
 
 @routes.route("GET", "/api/channels/{channel}/files/{subdir}/{filename}/sbom",
@@ -237,8 +242,7 @@ async def get_sbom(request: web.Request) -> web.Response:
     record = orjson.loads(row.record)
     index, abouts = await closure_index(platform.db, ch.id, [row.name, *(record.get("depends") or ())])
     report = index.report([(subdir, filename)])
-    origin = str(request.url.origin())
-    channel_url = f"{origin}/api/repo/{ch.name}"
+    channel_url = _channel_url(request, ch)
     subject = _sbom_package(ch, channel_url, (subdir, filename), record, abouts.get((subdir, filename), {}))
     deps = [(_sbom_package(ch, channel_url, d.key, dict(index.records[d.key]), abouts.get(d.key, {})),
              [f"{s}/{f}" for s, f in d.needed_by]) for d in report.dependencies]
@@ -248,12 +252,10 @@ async def get_sbom(request: web.Request) -> web.Response:
 async def closure_sbom(request: web.Request, ch, row, path_of, closure) -> tuple[SbomPackage, list]:  # noqa: ANN001
     """The subject and dependencies of a cran or python file: ``closure`` resolves them in the
     channel, ``path_of(subdir, filename)`` says where a file is below the channel's repo URL."""
-    channel_url = f"{request.url.origin()}/api/repo/{ch.name}"
+    channel_url = _channel_url(request, ch)
 
     def package(subdir: str, filename: str, record: dict, about: dict) -> SbomPackage:
-        license_ = normalize_license(str(record.get("license") or ""), None)
-        return SbomPackage(ch.name, channel_url, subdir, filename, record, about, license_.spdx,
-                           path=path_of(subdir, filename))
+        return _sbom_package(ch, channel_url, (subdir, filename), record, about, path_of(subdir, filename))
 
     record = orjson.loads(row.record)
     subject = package(row.subdir, row.filename, record, orjson.loads(row.about) if row.about else {})
