@@ -212,12 +212,7 @@ class PypiSource:
 
     def _wanted(self, f: dict, req: Requirement) -> bool:
         parsed = file_version(f["filename"])
-        if parsed is None or parsed[0] != canonicalize_name(req.name):
-            return False
-        try:
-            return req.specifier.contains(Version(parsed[1]), prereleases=True) if req.specifier else True
-        except InvalidVersion:
-            return False
+        return parsed is not None and parsed[0] == canonicalize_name(req.name) and _allows(req, parsed[1])
 
     async def _complete(self, f: dict, req: Requirement, gate: asyncio.Semaphore) -> None:
         """A kept file's size (HEAD when the page has none) and core metadata (PEP 658); a file
@@ -339,7 +334,7 @@ class PypiSource:
                     _filtered(out, fn, name, "", "invalid", "not a wheel or sdist of this project")
                     continue
                 version = parsed[1]
-                if not self._wanted(f, req):
+                if not _allows(req, version):
                     _filtered(out, fn, name, version, "projects",
                               f"version {version} is outside the mirror's requirement {str(req)!r}")
                     continue
@@ -377,6 +372,14 @@ class PypiSource:
                             extras[fn]["license"], urls[fn])
             out.extras[fn] = {k: v for k, v in extras[fn].items() if k != "license"}
         return out
+
+
+def _allows(req: Requirement, version: str) -> bool:
+    """Whether the mirror's requirement keeps this version (pre-releases included)."""
+    try:
+        return req.specifier.contains(Version(version), prereleases=True) if req.specifier else True
+    except InvalidVersion:
+        return False
 
 
 def _filtered(out: Prepared, fn: str, name: str, version: str, rule: str, reason: str) -> None:
