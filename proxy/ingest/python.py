@@ -108,7 +108,7 @@ def python_record(*, name: str, version: str, filename: str, sha256: str, size: 
 
 
 def python_extras(fields: dict, metadata: bytes | None, paths: list[str] | None = None) -> dict:
-    """``about``, ``contents``, ``summary`` and ``license`` of a python file row."""
+    """``about`` and ``contents`` of a python file row (its summary and license are the record's)."""
     urls = dict(fields.get("project_urls") or {})
     lower = {k.lower(): v for k, v in urls.items()}
     about = {
@@ -125,8 +125,7 @@ def python_extras(fields: dict, metadata: bytes | None, paths: list[str] | None 
     contents = {"paths": paths or [], "readme": fields.get("description") or ""}
     if metadata is not None:
         contents["metadata"] = base64.b64encode(metadata).decode()
-    return {"about": orjson.dumps(about), "contents": orjson.dumps(contents),
-            "summary": str(fields.get("summary") or "")[:500], "license": license_of(fields)}
+    return {"about": orjson.dumps(about), "contents": orjson.dumps(contents)}
 
 
 def core_metadata(contents: bytes | None) -> bytes | None:
@@ -165,7 +164,8 @@ def read(received: Received, expect_subdir: str | None) -> NewFile:
     extras = python_extras(pkg.fields, pkg.metadata, _members(received, pkg))
     return NewFile(type="python", subdir=PYPI_SUBDIR, filename=pkg.filename, name=pkg.normalized_name,
                    version=pkg.version, build=wheel_tag(pkg.filename), sha256=blob.sha256, md5=blob.md5,
-                   size=blob.size, record=orjson.dumps(record, option=orjson.OPT_SORT_KEYS), **extras)
+                   size=blob.size, record=orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+                   summary=record["summary"], license=record["license"], **extras)
 
 
 register("python", claims, read)

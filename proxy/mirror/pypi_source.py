@@ -369,8 +369,8 @@ class PypiSource:
             raw = canonical(rec)
             out.wanted[fn] = record_digest(raw, urls[fn])
             out.kept[fn] = (raw, rec["name"], rec["version"], wheel_tag(fn), rec["sha256"], "", rec["size"],
-                            extras[fn]["license"], urls[fn])
-            out.extras[fn] = {k: v for k, v in extras[fn].items() if k != "license"}
+                            rec["license"], urls[fn])
+            out.extras[fn] = {**extras[fn], "summary": rec["summary"]}
         return out
 
 
