@@ -75,6 +75,10 @@ def test_upload_stores_python_records(server: Server, hosted: str, built: dict) 
     assert art["license"] == "MIT OR Apache-2.0" and art["summary"] == "The app" and art["subdirs"] == ["pypi"]
     files = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/files").json()["items"]
     assert sorted(f["filename"] for f in files) == sorted(built["app"][k].name for k in ("wheel", "sdist"))
+    wheel = built["app"]["wheel"]
+    shown = next(f for f in files if f["filename"] == wheel.name)
+    assert shown["download_url"] == f"/api/repo/{CH}/pypi/files/{wheel.name}"
+    assert api.get(shown["download_url"]).content == wheel.read_bytes()
     readme = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/readme").json()
     assert "Hello." in readme["content"]
     deps = api.get(f"/api/channels/{CH}/artifacts/python/tiny-app/dependencies").json()

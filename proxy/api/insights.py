@@ -20,8 +20,8 @@ from conda_platform_plugin.sbom import SbomPackage
 
 from ..auth import presented_token
 from ..mirror.pypi_deps import closure as python_closure
+from ..repo import repo_path
 from ..repo.cran_index import closure as cran_closure
-from ..repo.cran_index import contrib_path
 from ..store.artifacts import ArtifactStore, check_type, dependencies_json
 from ..store.dependents import closure_index, records_index
 from ..store.files import file_json
@@ -233,10 +233,10 @@ async def get_sbom(request: web.Request) -> web.Response:
     row = await platform.files.get(ch, subdir, filename)
     if row.type == "cran":  # R dependencies, resolved among the channel's R packages (repo/cran_index.py)
         return _sbom_response(request, fmt, filename, *await closure_sbom(
-            request, ch, row, lambda s, f: f"cran/{contrib_path(s)}/{f}", cran_closure))
+            request, ch, row, cran_closure))
     if row.type == "python":  # Requires-Dist, resolved among the channel's python files (mirror/pypi_deps.py)
         return _sbom_response(request, fmt, filename, *await closure_sbom(
-            request, ch, row, lambda _s, f: f"pypi/files/{f}", python_closure))
+            request, ch, row, python_closure))
     if row.type != "conda":
         raise BadRequest(f"SBOMs are made for conda, python and R package files, not {row.type!r} ones")
     record = orjson.loads(row.record)
@@ -249,13 +249,12 @@ async def get_sbom(request: web.Request) -> web.Response:
     return _sbom_response(request, fmt, filename, subject, deps)
 
 
-async def closure_sbom(request: web.Request, ch, row, path_of, closure) -> tuple[SbomPackage, list]:  # noqa: ANN001
-    """The subject and dependencies of a cran or python file: ``closure`` resolves them in the
-    channel, ``path_of(subdir, filename)`` says where a file is below the channel's repo URL."""
+async def closure_sbom(request: web.Request, ch, row, closure) -> tuple[SbomPackage, list]:  # noqa: ANN001
+    """The subject and dependencies of a cran or python file: ``closure`` resolves them in the channel."""
     channel_url = _channel_url(request, ch)
 
     def package(subdir: str, filename: str, record: dict, about: dict) -> SbomPackage:
-        return _sbom_package(ch, channel_url, (subdir, filename), record, about, path_of(subdir, filename))
+        return _sbom_package(ch, channel_url, (subdir, filename), record, about, repo_path(subdir, filename))
 
     record = orjson.loads(row.record)
     subject = package(row.subdir, row.filename, record, orjson.loads(row.about) if row.about else {})

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 from conda_platform_plugin.licenses import license_matches
 from conda_platform_plugin.licenses import normalize as normalize_license
-from conda_platform_plugin.names import is_cran_subdir
 
+from ..repo import repo_path
 from .channels import Channel, ChannelStore
 from .db import Database
 from .publish import CURRENT, visible_at
@@ -364,14 +364,6 @@ def file_json(channel: Channel, row: sa.Row) -> dict:
         "uploaded_at": iso_time(m["uploaded_at"]),
         "generation": m["added_gen"],
         "record": orjson.loads(m["record"]),
-        "download_url": f"/api/repo/{channel.name}/{_repo_path(m['subdir'], m['filename'])}",
+        "download_url": f"/api/repo/{channel.name}/{repo_path(m['subdir'], m['filename'])}",
     }
 
-
-def _repo_path(subdir: str, filename: str) -> str:
-    """Where a file is below its channel's repository URL: R files in their CRAN directory."""
-    if is_cran_subdir(subdir):
-        from ..repo.cran_index import contrib_path
-
-        return f"cran/{contrib_path(subdir)}/{filename}"
-    return f"{subdir}/{filename}"
