@@ -38,14 +38,27 @@ async def list_artifacts(request: web.Request) -> web.Response:
     return json_response(paged(items, total, page, per_page))
 
 
+async def artifact_view(platform, ch, rows: list) -> dict:  # noqa: ANN001 - a Platform, a Channel
+    """What GET artifact answers, from rows read already (the package page shares it with that route)."""
+    family = orjson.loads(rows[0].record).get("license_family")
+    return {**artifact_json(ch, rows), "license_info": normalize_license(rows[0].license, family).to_json(),
+            "downloads": await platform.downloads.artifact_count(ch.id, rows[0].name)}
+
+
+async def dependencies_view(platform, ch, rows: list, version: str | None) -> dict:  # noqa: ANN001
+    """What GET …/dependencies answers, from rows read already (the package page's Dependencies tab too)."""
+    chosen = version_rows(rows, version)
+    if rows[0].type == "cran":
+        cran = await cran_available(platform.db, ch.id, [orjson.loads(r.record) for r in chosen])
+        return dependencies_json(rows, version, cran=cran)
+    specs = [s for r in chosen for k in ("depends", "constrains") for s in orjson.loads(r.record).get(k) or ()]
+    return dependencies_json(rows, version, await records_index(platform.db, ch.id, specs))
+
+
 @routes.route("GET", ONE, summary="Show an artifact", permission="channel.read", tag=TAG)
 async def get_artifact(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
-    out = artifact_json(ch, rows)
-    family = orjson.loads(rows[0].record).get("license_family")
-    downloads = await platform_of(request).downloads.artifact_count(ch.id, rows[0].name)
-    return json_response({**out, "license_info": normalize_license(rows[0].license, family).to_json(),
-                          "downloads": downloads})
+    return json_response(await artifact_view(platform_of(request), ch, rows))
 
 
 @routes.route("GET", ONE + "/readme", summary="The artifact's description as Markdown, or rendered to safe HTML",
@@ -81,14 +94,7 @@ async def get_files(request: web.Request) -> web.Response:
               permission="channel.read", tag=TAG, query={"version": "version (default: newest)"})
 async def get_dependencies(request: web.Request) -> web.Response:
     ch, rows = await _rows(request)
-    if rows[0].type == "cran":
-        chosen = version_rows(rows, request.query.get("version"))
-        cran = await cran_available(platform_of(request).db, ch.id, [orjson.loads(r.record) for r in chosen])
-        return json_response(dependencies_json(rows, request.query.get("version"), cran=cran))
-    specs = [s for r in version_rows(rows, request.query.get("version"))
-             for k in ("depends", "constrains") for s in orjson.loads(r.record).get(k) or ()]
-    index = await records_index(platform_of(request).db, ch.id, specs)
-    return json_response(dependencies_json(rows, request.query.get("version"), index))
+    return json_response(await dependencies_view(platform_of(request), ch, rows, request.query.get("version")))
 
 
 @routes.route("DELETE", ONE, summary="Delete an artifact (all its files)", permission="channel.write", tag=TAG)

@@ -12,14 +12,12 @@ from aiohttp import web
 
 from conda_platform_plugin import badges
 from conda_platform_plugin.errors import BadRequest
-from conda_platform_plugin.licenses import normalize as normalize_license
 
 from ..api import artifacts as artifacts_api
 from ..api import files as files_api
 from ..api import insights as insights_api
 from ..api.routing import platform_of
-from ..store.artifacts import ArtifactStore, artifact_json, check_type, dependencies_json, version_rows
-from ..store.dependents import records_index
+from ..store.artifacts import ArtifactStore, check_type
 from .channels import channel_context, page_number
 from .pages import channel_url, pages, render
 
@@ -50,13 +48,14 @@ async def package(request: web.Request) -> web.Response:
     ch = context["ch"]
     type_, name = check_type(request.match_info["type"]), request.match_info["name"]
     rows = await ArtifactStore(platform_of(request).db).rows(ch, type_, name)
-    artifact = await _header(request, ch, rows)
+    artifact = await artifacts_api.artifact_view(platform_of(request), ch, rows)
     page_base = channel_url(ch.name, f"/packages/{quote(type_)}/{quote(name)}")
     context.update(artifact=artifact, package_tab=tab, package_base=page_base, type=type_, name=name)
     if tab == "files":
         context.update(await _files(request, ch, rows))
     elif tab == "dependencies":
-        context["deps"] = await _dependencies(request, ch, rows)
+        context["deps"] = await artifacts_api.dependencies_view(platform_of(request), ch, rows,
+                                                               request.query.get("version"))
     elif tab == "dependents":
         context["dependents"] = await api_data(insights_api.get_dependents, request)
     elif tab == "cves":
@@ -64,22 +63,6 @@ async def package(request: web.Request) -> web.Response:
     elif tab == "badges":
         context["badges"] = _badges(request, ch, type_, name, artifact["name"])
     return await render(request, "package.html", context)
-
-
-async def _header(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
-    """What GET /api/…/artifacts/TYPE/NAME answers, from the rows this page has read already (reading
-    them costs most of a page with a thousand files): the same store functions, composed as there."""
-    family = orjson.loads(rows[0].record).get("license_family")
-    return {**artifact_json(ch, rows), "license_info": normalize_license(rows[0].license, family).to_json(),
-            "downloads": await platform_of(request).downloads.artifact_count(ch.id, rows[0].name)}
-
-
-async def _dependencies(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
-    """What GET …/artifacts/TYPE/NAME/dependencies answers, from the rows read already (as _header)."""
-    version = request.query.get("version")
-    specs = [spec for r in version_rows(rows, version) for k in ("depends", "constrains")
-             for spec in orjson.loads(r.record).get(k) or ()]
-    return dependencies_json(rows, version, await records_index(platform_of(request).db, ch.id, specs))
 
 
 async def _files(request: web.Request, ch, rows: list) -> dict:  # noqa: ANN001 - a Channel
