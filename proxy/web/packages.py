@@ -34,9 +34,8 @@ async def api_data(handler, request: web.Request) -> dict:  # noqa: ANN001 - an 
 
 
 def api_artifact_url(channel: str, type_: str, name: str) -> str:
-    ch, _, sub = channel.partition("/")
-    base = f"/api/channels/{quote(ch)}" + (f"/subchannels/{quote(sub)}" if sub else "")
-    return f"{base}/artifacts/{quote(type_)}/{quote(name)}"
+    """The API's URL of an artifact: the page path of the same channel, under /api."""
+    return "/api" + channel_url(channel, f"/artifacts/{quote(type_)}/{quote(name)}")
 
 
 @pages.page("GET", ONE, permission="channel.read")
