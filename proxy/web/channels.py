@@ -168,17 +168,23 @@ def _row(r) -> dict:  # noqa: ANN001 - a file row
             "uploaded": iso_time(r.uploaded_at)}
 
 
-async def _targets(request: web.Request) -> list[str]:
-    """Channels and subchannels the viewer may write to: where selected files can go."""
+async def visible_channels(request: web.Request) -> list[str]:
+    """The names of the channels and subchannels the viewer sees, each channel before its subchannels."""
     platform, identity = platform_of(request), identity_of(request)
-    if identity.anonymous:
-        return []
     tops, _ = await platform.channels.list(per_page=200, visible_to=identity)
     out = []
     for top in tops:
         subs, _ = await platform.channels.list(parent=top.name, per_page=200, visible_to=identity)
-        out.extend(c.name for c in [top, *subs] if identity.can_channel(c.name, "write"))
+        out.extend(c.name for c in (top, *subs))
     return out
+
+
+async def _targets(request: web.Request) -> list[str]:
+    """Channels and subchannels the viewer may write to: where selected files can go."""
+    identity = identity_of(request)
+    if identity.anonymous:
+        return []
+    return [n for n in await visible_channels(request) if identity.can_channel(n, "write")]
 
 
 @pages.page("POST", "/channels/{channel}/files", permission="channel.write")

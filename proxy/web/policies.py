@@ -14,6 +14,7 @@ from conda_platform_plugin.policy import KINDS, Policy
 
 from ..api.routing import auth_of, identity_of, platform_of
 from ..store.channels import normalize
+from .channels import visible_channels
 from .pages import form_of, pages, redirect, render
 
 EXAMPLE = [{"kind": "license", "deny": ["GPL-3.0-only"]}, {"kind": "cve", "min_severity": "high"}]
@@ -33,16 +34,6 @@ def _pretty(rules: list) -> str:
     return orjson.dumps(rules, option=orjson.OPT_INDENT_2).decode()
 
 
-async def _channels(request: web.Request) -> list[str]:
-    platform, identity = platform_of(request), identity_of(request)
-    tops, _ = await platform.channels.list(per_page=200, visible_to=identity)
-    out = []
-    for top in tops:
-        subs, _ = await platform.channels.list(parent=top.name, per_page=200, visible_to=identity)
-        out.extend(c.name for c in (top, *subs))
-    return out
-
-
 @pages.page("GET", "/policies", permission="authenticated")
 async def policy_list(request: web.Request) -> web.Response:
     service = platform_of(request).policy
@@ -54,7 +45,7 @@ async def _form(request: web.Request, stored: dict | None, values: dict, error: 
                 preview: dict | None = None) -> web.Response:
     return await render(request, "policy_form.html", {
         "policy": stored, "values": values, "error": error, "kinds": KINDS, "example": _pretty(EXAMPLE),
-        "channels": await _channels(request), "preview": preview,
+        "channels": await visible_channels(request), "preview": preview,
         "may_edit": identity_of(request).has("policies.manage")}, status=error.status if error else 200)
 
 
