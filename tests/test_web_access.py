@@ -249,3 +249,19 @@ def test_upload_form_needs_the_form_token_and_refuses_bad_packages(server: Serve
     r = admin.post(server.url + "/channels/u/files?csrf=" + token, files=files, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"] == "/channels/u?done=uploaded"
     assert [f["filename"] for f in api.get("/api/channels/u/files").json()["items"]] == [good.name]
+
+
+def test_dependencies_tab_of_python_and_r_packages(server: Server, api: Api, tmp_path: Path) -> None:
+    """Each type's dependencies on the page as the API gives them: PEP 508 requirements, R's fields."""
+    from pybuilders import build_python_project
+    from rbuilders import build_r_source
+
+    api.post("/api/channels", json={"name": "mixed"}, expect=201)
+    app = build_python_project(tmp_path / "py", "tiny-app", "1.0", requires=["tiny-dep>=1"], requires_python=">=3.9")
+    api.upload("mixed", app["wheel"], build_r_source(tmp_path / "r", "tinyr", "1.0.0", Imports="tinydep (>= 0.1)"))
+    s = browser_session(server, server.admin_token)
+    page = html.unescape(s.get(server.url + "/channels/mixed/packages/python/tiny-app?tab=dependencies").text)
+    assert "tiny-dep>=1" in page and ">=3.9" in page
+    assert "No dependencies." not in page
+    page = html.unescape(s.get(server.url + "/channels/mixed/packages/cran/tinyr?tab=dependencies").text)
+    assert "tinydep (>= 0.1)" in page and "missing" in page and "No dependencies." not in page
