@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 from conda_platform_plugin.licenses import license_matches
 from conda_platform_plugin.licenses import normalize as normalize_license
+from conda_platform_plugin.names import check_filename, check_subdir
 
 from ..repo import repo_path
 from .channels import Channel, ChannelStore
@@ -85,11 +86,11 @@ class MirrorSync:
 
 
 def file_key(key: str) -> tuple[str, str]:
-    """``"linux-64/x-1-0.conda"`` → (subdir, filename)."""
+    """``"linux-64/x-1-0.conda"`` → (subdir, filename), both checked."""
     subdir, sep, filename = (key or "").partition("/")
     if not sep or not subdir or not filename or "/" in filename:
         raise BadRequest(f"invalid file reference {key!r}: use SUBDIR/FILENAME")
-    return subdir, filename
+    return check_subdir(subdir), check_filename(filename)
 
 
 class FileStore:

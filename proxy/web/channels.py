@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from conda_platform_plugin.errors import BadRequest
-from conda_platform_plugin.names import ARTIFACT_TYPES, check_filename, check_subdir
+from conda_platform_plugin.names import ARTIFACT_TYPES
 
 from ..api import files as files_api
 from ..api.routing import auth_of, channel_path, identity_of, platform_of
@@ -209,9 +209,6 @@ async def file_action(request: web.Request) -> web.Response:
     if len(selected) > MAX_SELECTED:
         raise BadRequest(f"at most {MAX_SELECTED} files at once")
     keys = [file_key(k) for k in selected]
-    for subdir, filename in keys:
-        check_subdir(subdir)
-        check_filename(filename)
     if action == "delete":
         await auth.authorize(identity, "channel.write", path)
         if form.get("confirm") != "yes":
