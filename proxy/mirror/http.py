@@ -56,12 +56,12 @@ class Upstream:
 
     @asynccontextmanager
     async def get(self, url: str, headers: dict[str, str] | None = None,
-                  ok: tuple[int, ...] = (200,)) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``url``; a status outside ``ok`` and any network failure, also while the caller reads
-        the body inside the ``async with``, become an upstream error."""
+                  ok: tuple[int, ...] = (200,), method: str = "GET") -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET (or ``method``) ``url``; a status outside ``ok`` and any network failure, also while
+        the caller reads the body inside the ``async with``, become an upstream error."""
         shown = redact(url)
         try:
-            async with self.session().get(url, headers=headers or {}, allow_redirects=True) as resp:
+            async with self.session().request(method, url, headers=headers or {}, allow_redirects=True) as resp:
                 if resp.status not in ok:
                     if resp.status == 404:
                         raise UpstreamNotFound(f"upstream has no {shown} (404)", detail={"url": shown, "status": 404})

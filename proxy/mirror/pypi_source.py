@@ -31,7 +31,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from conda_platform_plugin.errors import BadRequest, InvalidPackage, UpstreamError
+from conda_platform_plugin.errors import BadRequest, InvalidPackage, UpstreamError, UpstreamTimeout
 from conda_platform_plugin.names import PYPI_SUBDIR
 from conda_platform_plugin.pyformats import core_metadata_fields, file_version, read_python_package
 
@@ -238,9 +238,9 @@ class PypiSource:
         if hit is not None:
             return hit["size"]
         try:
-            async with self.upstream.session().head(url, allow_redirects=True) as resp:
-                size = resp.content_length if resp.status == 200 else None
-        except Exception:  # noqa: BLE001 - no size: the file is filtered with the reason
+            async with self.upstream.get(url, method="HEAD") as resp:
+                size = resp.content_length
+        except (UpstreamError, UpstreamTimeout):  # no size: the file is filtered with the reason
             return None
         if size:
             await asyncio.to_thread(self.cache.put, key, {"size": size})
@@ -251,11 +251,9 @@ class PypiSource:
         upstream's validator (ETag or Last-Modified): later runs only ask a HEAD."""
         url = f["url"]
         try:
-            async with self.upstream.session().head(url, allow_redirects=True) as resp:
-                if resp.status != 200:
-                    return
+            async with self.upstream.get(url, method="HEAD") as resp:
                 size, tag = resp.content_length, resp.headers.get("ETag") or resp.headers.get("Last-Modified")
-        except Exception:  # noqa: BLE001 - unknown: the file is filtered with rule sha256
+        except (UpstreamError, UpstreamTimeout):  # unknown: the file is filtered with rule sha256
             return
         key = f"learned:{url}:{size}:{tag}"
         hit = await asyncio.to_thread(self.cache.get, key) if tag else None
