@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from conda_platform_plugin.versions import version_key
 
 from ..ingest.python import core_metadata
-from ..store.publish import _visible_at_unindexed
+from ..store.publish import visible_at_unindexed
 from ..store.tables import files
 from ..store.times import iso_time
 
@@ -60,7 +60,7 @@ class PypiRenderer:
         full = force or prev_dir is None or not (prev_dir / "simple.json").is_file()
         base = sa.select(files.c.name, files.c.filename, files.c.version, files.c.record, files.c.mirror_id,
                          files.c.uploaded_at, files.c.contents).where(
-            files.c.channel_id == cid, files.c.subdir == subdir, _visible_at_unindexed(gen))
+            files.c.channel_id == cid, files.c.subdir == subdir, visible_at_unindexed(gen))
         rows: list = []
         async with publisher.db.read() as conn:
             if full:

@@ -64,7 +64,7 @@ def visible_at(gen: int) -> sa.ColumnElement[bool]:
     return (files.c.added_gen <= gen) & (files.c.removed_gen.is_(None) | (files.c.removed_gen > gen))
 
 
-def _visible_at_unindexed(gen: int) -> sa.ColumnElement[bool]:
+def visible_at_unindexed(gen: int) -> sa.ColumnElement[bool]:
     """visible_at() that no index on added_gen/removed_gen can serve (see above)."""
     return ((files.c.added_gen + 0) <= gen) & (files.c.removed_gen.is_(None) | ((files.c.removed_gen + 0) > gen))
 
@@ -279,7 +279,7 @@ class Publisher:
                 return _policy.exclusions(_subdir, records).keys()
         cols = (files.c.name, files.c.filename, files.c.record, files.c.version, files.c.mirror_id,
                 files.c.uploaded_at, files.c.id, files.c.license, files.c.shard_entry, files.c.record_ts)
-        where = (files.c.channel_id == cid) & (files.c.subdir == subdir) & _visible_at_unindexed(gen)
+        where = (files.c.channel_id == cid) & (files.c.subdir == subdir) & visible_at_unindexed(gen)
         base = sa.select(*cols).where(where)
         source = None
         if (full and exclude is None and len(names | set(previous.names if previous else ())) >= self.shard_worker_names
@@ -406,7 +406,7 @@ class Publisher:
                         sa.select(files.c.name, files.c.version, files.c.subdir, files.c.about, files.c.record,
                                   files.c.uploaded_at, files.c.filename, files.c.mirror_id)
                         .where((files.c.channel_id + 0) == cid, files.c.name.in_(chunk),
-                               files.c.type == "conda", _visible_at_unindexed(new))
+                               files.c.type == "conda", visible_at_unindexed(new))
                     )
                 ).all()
                 by_name: dict[str, list] = defaultdict(list)
