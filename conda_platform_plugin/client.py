@@ -372,6 +372,14 @@ class PlatformClient:
         return self.request("POST", channel_base(channel) + "/files/move",
                             json_body={"files": list(refs), "target": target.strip("/")})
 
+    def yank_file(self, channel: str, ref: str, *, reason: str | None = None, yanked: bool = True) -> dict:
+        """Yank (PEP 592, with an optional reason) or un-yank one python file."""
+        subdir, filename = file_ref(ref)
+        path = f"{channel_base(channel)}/files/{_q(subdir)}/{_q(filename)}/yank"
+        if not yanked:
+            return self.request("DELETE", path)
+        return self.request("POST", path, json_body={"reason": reason} if reason else {})
+
     # -- artifacts -----------------------------------------------------------------------------
     def _artifact(self, channel: str, name: str, type: str) -> str:
         return f"{channel_base(channel)}/artifacts/{_q(type)}/{_q(name)}"

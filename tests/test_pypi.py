@@ -261,3 +261,41 @@ def test_yank_and_unyank_uploaded_files(server: Server, built: dict, tmp_path: P
     assert 'data-yanked=""' in requests.get(index, timeout=30).text
     api.post("/api/channels/yk/files/pypi/nope-1.0-py3-none-any.whl/yank", 404)
     api.post("/api/channels/yk/files/noarch/x-1-0.conda/yank", 400)
+
+
+def test_cli_yanks_and_unyanks(server: Server, built: dict, tmp_path: Path) -> None:
+    from test_cli import cli, cli_json, error_line
+
+    Api(server).post("/api/channels", 201, json={"name": "ykcli"})
+    cli(server, "upload", "-c", "ykcli", str(built["dep"]["wheel"]), str(built["dep2"]["wheel"]))
+    ref = f"pypi/{built['dep2']['wheel'].name}"
+    r = cli(server, "package", "yank", "ykcli", ref, "--reason", "broken build")
+    assert r.stdout.strip().startswith(f"yanked {ref} in ykcli: broken build (generation ")
+    index = f"{server.url}/api/repo/ykcli/pypi/simple/tiny-dep/"
+    entries = {f["filename"]: f for f in requests.get(index, headers={"Accept": JSON}, timeout=30).json()["files"]}
+    assert entries[built["dep2"]["wheel"].name]["yanked"] == "broken build"
+    assert "already yanked: nothing changed" in cli(server, "package", "yank", "ykcli", ref, "--reason",
+                                                    "broken build").stdout
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1"}
+    subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--index-url",
+                    index.removesuffix("tiny-dep/"), "--target", str(tmp_path / "a"), "tiny-dep"], check=True,
+                   capture_output=True, env=env, timeout=120)
+    assert (tmp_path / "a" / "tiny_dep" / "__init__.py").read_text() == '__version__ = "1.0"\n'  # 2.0 skipped
+
+    done = cli_json(server, "package", "unyank", "ykcli", ref)
+    assert (done["file"], done["yanked"], done["channel"]) == (ref, False, "ykcli") and done["generation"]
+    assert cli_json(server, "package", "yank", "ykcli", ref)["yanked"] is True  # no reason: yanked all the same
+    # bad input: one line on stderr, exit 1, nothing changed
+    assert error_line(cli(server, "package", "yank", "ykcli", "pypi/nope-1.0-py3-none-any.whl", code=1)) == (
+        "error: pypi/nope-1.0-py3-none-any.whl not found in channel 'ykcli'")
+    assert "SUBDIR/FILENAME" in error_line(cli(server, "package", "yank", "ykcli", "tiny_dep-1.0.whl", code=1))
+    assert "only python files" in error_line(cli(server, "package", "unyank", "ykcli", "noarch/x-1-0.conda",
+                                                 code=1))
+    assert "invalid" in error_line(cli(server, "package", "yank", "ykcli", "pypi/..", code=1))
+    assert "at most 500" in error_line(cli(server, "package", "yank", "ykcli", ref, "--reason", "x" * 501, code=1))
+    envelope = cli_json(server, "package", "yank", "nochannel", ref, code=1)
+    assert envelope["error"]["code"] == "not_found"
+    cli(server, "package", "yank", "ykcli", code=2)  # the file is required
+    entries = {f["filename"]: f for f in requests.get(index, headers={"Accept": JSON}, timeout=30).json()["files"]}
+    assert entries[built["dep2"]["wheel"].name]["yanked"] is True
+    assert entries[built["dep"]["wheel"].name]["yanked"] is False

@@ -14,6 +14,7 @@ from .output import Output, human_size
 
 CHANNEL_HELP = "channel: CH or CH/SUB"
 REF_HELP = "a package file as SUBDIR/FILENAME, e.g. linux-64/numpy-2.1.0-py312h0_0.conda"
+YANK_REF_HELP = "a python file as SUBDIR/FILENAME, e.g. pypi/mytool-1.2-py3-none-any.whl"
 
 
 def _page(value: str) -> int:
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--page", type=_page, default=1, help="page number (default 1)")
     p.add_argument("--per-page", type=_page, default=50, help="results per page (default 50, at most 1000)")
 
-    sub = group(subparsers, "package", "inspect, download, copy, move and delete packages")
+    sub = group(subparsers, "package", "inspect, download, copy, move, yank and delete packages")
 
     p = command(sub, "list", list_, "list the packages (artifacts) of a channel")
     p.add_argument("channel", metavar="CH", help=CHANNEL_HELP)
@@ -82,6 +83,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("channel", metavar="CH", help=f"{CHANNEL_HELP} to {verb} from")
         p.add_argument("refs", metavar="SUBDIR/FILENAME", nargs="+", help=REF_HELP)
         p.add_argument("--to", required=True, metavar="TARGET", help="target channel: CH or CH/SUB")
+
+    p = command(sub, "yank", yank, "yank a python file (PEP 592): pip and uv skip it unless pinned with ==",
+                description="Yank a python file (PEP 592): it stays in the index and downloadable, but pip and "
+                            "uv skip it unless a requirement pins its version with ==. Undo with 'unyank'.")
+    p.add_argument("channel", metavar="CH", help=CHANNEL_HELP)
+    p.add_argument("ref", metavar="SUBDIR/FILENAME", help=YANK_REF_HELP)
+    p.add_argument("--reason", help="why, shown by installers (at most 500 characters)")
+
+    p = command(sub, "unyank", unyank, "un-yank a python file: installers pick it again")
+    p.add_argument("channel", metavar="CH", help=CHANNEL_HELP)
+    p.add_argument("ref", metavar="SUBDIR/FILENAME", help=YANK_REF_HELP)
 
     p = command(sub, "delete", delete, "delete package files (all or nothing), or a whole package with --artifact",
                 description="Delete package files, all or nothing: either the listed SUBDIR/FILENAME files, "
@@ -232,6 +244,26 @@ def copy(args: argparse.Namespace, out: Output) -> int:
 
 def move(args: argparse.Namespace, out: Output) -> int:
     return _transfer(args, out, move=True)
+
+
+def _set_yanked(args: argparse.Namespace, out: Output, yanked: bool) -> int:
+    data = client(args).yank_file(args.channel, args.ref, reason=getattr(args, "reason", None), yanked=yanked)
+    verb = "yanked" if yanked else "un-yanked"
+    if data["generation"] is None:
+        human = f"{data['file']} in {data['channel']} was already {verb}: nothing changed"
+    else:
+        why = f": {data['yanked']}" if isinstance(data["yanked"], str) else ""
+        human = f"{verb} {data['file']} in {data['channel']}{why} (generation {data['generation']})"
+    out.result(data, human)
+    return 0
+
+
+def yank(args: argparse.Namespace, out: Output) -> int:
+    return _set_yanked(args, out, yanked=True)
+
+
+def unyank(args: argparse.Namespace, out: Output) -> int:
+    return _set_yanked(args, out, yanked=False)
 
 
 def delete(args: argparse.Namespace, out: Output) -> int:
