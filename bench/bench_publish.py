@@ -12,6 +12,9 @@
     the renderer's own settings (``render.index_compressor()``: level 1, one thread per core), i.e.
     the least any renderer must do to produce repodata.json and .zst.
     Goals: ≤ 3× the baseline's time; peak RSS ≤ 2× the size of repodata.json.
+    Beside them, each round measures the floor under any renderer that reads its records from the
+    row store (``store_read_x``): reading the subdir's (name, filename, record) rows in name order
+    through the plain driver, with nothing done to them, as a multiple of the same round's baseline.
 (b) Incremental publish: one real upload (a package built with tests/builders.py) into that subdir
     through ``Platform.ingest``, timed from the bytes arriving to the new generation published:
     a new name, and a new version of an existing name. Goal: ≤ 0.5 s each.
@@ -243,6 +246,39 @@ async def _shard_has(platform: Platform, cid: int, gen: int, name: str, filename
     return filename in shard["packages.conda"] or filename in shard["packages"]
 
 
+async def _store_read(platform: Platform, cid: int, gen: int) -> float:
+    """The floor under any renderer that reads the records from the row store: the time to read
+    the subdir's (name, filename, record) rows in name order through the plain driver, as the
+    full render does (SQLite: its own read-only connection; PostgreSQL: an asyncpg cursor), with
+    nothing done to them."""
+    from proxy.store.publish import visible_at_unindexed
+    from proxy.store.render_worker import BATCH, job_source, sqlite_batches
+
+    query = (sa.select(files.c.name, files.c.filename, files.c.record)
+             .where(files.c.channel_id == cid, files.c.subdir == SUBDIR, visible_at_unindexed(gen))
+             .order_by(files.c.name, files.c.filename))
+    source = job_source(platform.db.engine, query)
+    assert source is not None
+    t0 = time.perf_counter()
+    if "sqlite" in source:
+        def read() -> None:
+            for _ in sqlite_batches(source["sqlite"], source["sql"], source["params"]):
+                pass
+        await asyncio.to_thread(read)
+    else:
+        import asyncpg
+
+        con = await asyncpg.connect(source["postgres"])
+        try:
+            async with con.transaction(isolation="repeatable_read", readonly=True):
+                cursor = await con.cursor(source["sql"], *source["params"])
+                while await cursor.fetch(BATCH):
+                    pass
+        finally:
+            await con.close()
+    return time.perf_counter() - t0
+
+
 async def _published_gen(platform: Platform, cid: int) -> int:
     async with platform.db.read() as conn:
         return (await conn.execute(sa.select(channels.c.published_gen).where(channels.c.id == cid))).scalar_one()
@@ -274,6 +310,7 @@ async def _full_rounds(args: argparse.Namespace, setup: dict, baselines: _Baseli
         # Not Platform.open(): its crash recovery would publish the loaded generation before we measure.
         platform = Platform(config, await Database.open(config.database_url))
         try:
+            store_read_s = await _store_read(platform, cid, gen)
             if n:
                 await _reset(platform, cid)
                 # the dependents index of 500,000 records (10-40 s of background work after each full
@@ -305,17 +342,21 @@ async def _full_rounds(args: argparse.Namespace, setup: dict, baselines: _Baseli
         worker_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
         rss = mem.delta_mb + children.peak / MB
         rounds.append({"seconds": full_s, "baseline_s": base_s, "x_baseline": full_s / base_s,
+                       "store_read_s": store_read_s, "store_read_x": store_read_s / base_s,
                        "cpu_s": full_cpu, "worker_cpu_s": worker_cpu, "rss_delta_mb": rss})
         print(f"round {n + 1}: full publish {full_s:.2f} s (CPU {full_cpu:.2f} s + worker {worker_cpu:.2f} s), "
               f"baseline {base_s:.2f} s (dumps {base['dumps_s']:.2f} + zstd {base['zstd_s']:.2f}), "
+              f"reading the records from the store {store_read_s:.2f} s ({store_read_s / base_s:.1f}x), "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
-    row = _median_row(rounds, ("seconds", "baseline_s", "x_baseline", "cpu_s", "worker_cpu_s", "rss_delta_mb"))
+    row = _median_row(rounds, ("seconds", "baseline_s", "x_baseline", "cpu_s", "worker_cpu_s", "rss_delta_mb",
+                               "store_read_s", "store_read_x"))
     json_size = setup["json_size"]
     return {
         "what": f"full publish, {setup['records']:,} records (median of {len(rounds)})",
         "seconds": row["seconds"],
         "baseline_s": row["baseline_s"],
         "x_baseline": row["x_baseline"],
+        "store_read_x": row["store_read_x"],
         "cpu_s": row["cpu_s"],
         "worker_cpu_s": row["worker_cpu_s"],
         "goal": f"≤ {GOAL_TIME_RATIO:g}× baseline",

@@ -129,3 +129,27 @@ def test_shards_of_a_render_made_before_shard_packs(server: Server, api: Api, tm
     publisher._shards.clear()
     assert api.get(url).content == data
     api.get(url.replace(url[-76:-70], "ffffff"), expect=404)
+
+
+def test_superseded_renders_lose_their_index_files(server: Server, api: Api, tmp_path: Path) -> None:
+    """Only the newest render of a subdir is served: the next render deletes the older ones' index
+    files (their shard packs stay, newer layouts point into them), so publishing does not grow
+    the data directory by a whole repodata.json each time."""
+    api.post("/api/channels", 201, json={"name": "team"})
+    pk = tmp_path / "pk"
+    api.upload("team", build_conda_package(pk, "one", "1.0"), build_conda_package(pk, "two", "1.0"))
+    for version in ("2.0", "3.0", "4.0"):
+        api.upload("team", build_conda_package(pk, "one", version))
+    served = server.call(server.platform.serving.lookup("team"))
+    gens = sorted(int(p.name) for p in server.platform.publisher.subdir_dir(served.id, "noarch", 0).parent.iterdir()
+                  if p.name.isdigit())
+    assert len(gens) >= 4 and gens[-1] == served.subdirs["noarch"]
+    index_files = {"repodata.json", "repodata.json.zst", "current_repodata.json", "current_repodata.json.zst"}
+    for gen in gens:
+        names = {p.name for p in server.platform.publisher.subdir_dir(served.id, "noarch", gen).iterdir()}
+        # the served render and the one before it (the last it spliced from) keep their indexes
+        assert (index_files <= names) == (gen >= gens[-2]), (gen, names)
+        assert "shards.pack" in names
+    published = _published(api, "noarch")  # every shard still served, from the packs of older renders
+    assert published["shards"] == published["repodata"] == {
+        "one-1.0-0.conda", "one-2.0-0.conda", "one-3.0-0.conda", "one-4.0-0.conda", "two-1.0-0.conda"}

@@ -28,7 +28,7 @@ from conda_platform_plugin.names import subdir_type
 from conda_platform_plugin.versions import version_key
 
 from .db import Database
-from .render import PACK, Previous, SubdirRenderer, render_empty, shard_locations
+from .render import PACK, Previous, SubdirRenderer, prune_superseded, render_empty, shard_locations
 from .render_worker import ShardWorker, job_source, split_groups, sqlite_batches
 from .tables import channels, files, renders
 
@@ -221,7 +221,8 @@ class Publisher:
         rendered_names: dict[str, list[str]] = {}
         any_full = False
         for subdir, names in sorted(changed.items()):
-            prev_gen = latest.get(subdir)
+            prev_gen = latest.get(subdir)  # the render served now: kept, the older ones' indexes go
+            await asyncio.to_thread(prune_superseded, self.subdir_dir(cid, subdir, 0).parent, prev_gen)
             prev = (await asyncio.to_thread(Previous.load, self.subdir_dir(cid, subdir, prev_gen))
                     if prev_gen is not None else None)
             count, partials, all_names, full = await self._render_subdir(

@@ -754,6 +754,26 @@ class _Compression:
         self.thread.join()
 
 
+def prune_superseded(subdir_root: Path, keep: int | None) -> None:
+    """Delete the index files (not the shard packs: newer layouts point into them) of the subdir's
+    renders older than ``keep``, the render the next one splices from (all of them when None):
+    only the newest render is ever served, and a response already streaming keeps its open file.
+    Without this every publish of a big subdir left its 300 MB behind for good. Done before the
+    new render writes, so that its files take the page cache the old ones held instead of fresh
+    memory (on a VM that reports freed memory to its host, writing into fresh pages costs up to
+    8x more: 0.5 s against 0.06 s for 217 MB here)."""
+    try:
+        entries = list(os.scandir(subdir_root))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name.isdigit() and (keep is None or int(entry.name) < keep):
+            for fname, _ in FILE_SECTIONS:
+                for name in (fname, fname + ".zst"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(entry.path, name))
+
+
 def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None,
                  sign: Sign | None = None) -> RenderStats:
     r = SubdirRenderer(out_dir, gen, subdir, None, full=True, policy=policy, sign=sign)
@@ -768,7 +788,8 @@ def shard_locations(layout: dict) -> dict[bytes, tuple[int, int, int]]:
 
 
 def _digests(blob: bytes | bytearray) -> list[bytes]:
-    return [bytes(blob[i : i + 32]) for i in range(0, len(blob), 32)]
+    whole = bytes(blob)  # one copy: slices of bytes are bytes (a bytes() per slice took 2x as long)
+    return [whole[i : i + 32] for i in range(0, len(whole), 32)]
 
 
 def _empty_layout() -> dict:
