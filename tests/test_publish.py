@@ -153,3 +153,20 @@ def test_superseded_renders_lose_their_index_files(server: Server, api: Api, tmp
     published = _published(api, "noarch")  # every shard still served, from the packs of older renders
     assert published["shards"] == published["repodata"] == {
         "one-1.0-0.conda", "one-2.0-0.conda", "one-3.0-0.conda", "one-4.0-0.conda", "two-1.0-0.conda"}
+
+
+def test_superseded_renders_of_other_types_go_entirely(server: Server, api: Api, tmp_path: Path) -> None:
+    """A CRAN (or PyPI) render is self-contained (a newer one hard-links what it reuses): the renders
+    older than the one served before the newest are deleted whole."""
+    from rbuilders import build_r_source
+
+    api.post("/api/channels", 201, json={"name": "rteam"})
+    for version in ("1.0.0", "1.0.1", "1.0.2", "1.0.3"):
+        api.upload("rteam", build_r_source(tmp_path / version, "tinyr", version), subdir="cran-src")
+    served = server.call(server.platform.serving.lookup("rteam"))
+    root = server.platform.publisher.subdir_dir(served.id, "cran-src", 0).parent
+    gens = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+    assert len(gens) == 2 and gens[-1] == served.subdirs["cran-src"]
+    packages = api.get("/api/repo/rteam/cran/src/contrib/PACKAGES").text
+    assert "Version: 1.0.3" in packages
+    assert api.get("/api/repo/rteam/cran/src/contrib/Archive/tinyr/tinyr_1.0.1.tar.gz").content

@@ -260,6 +260,7 @@ class Publisher:
         """A python or cran subdir: its type's renderer (none registered: not served yet)."""
         renderer = self.index_renderers.get(subdir_type(subdir) or "")
         if renderer is not None:
+            await asyncio.to_thread(prune_superseded, self.subdir_dir(cid, subdir, 0).parent, previous, whole=True)
             count = await renderer.render(self, cid, subdir, gen, previous, names, force=force, policy=policy)
             await self._rendered(cid, subdir, gen, count)
 
