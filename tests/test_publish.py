@@ -150,6 +150,8 @@ def test_superseded_renders_lose_their_index_files(server: Server, api: Api, tmp
         # the served render and the one before it (the last it spliced from) keep their indexes
         assert (index_files <= names) == (gen >= gens[-2]), (gen, names)
         assert "shards.pack" in names
+    channeldata = server.platform.publisher.channeldata_path(served.id, served.gen).parent
+    assert sorted(p.name for p in channeldata.iterdir()) == [f"{served.gen - 1}.json", f"{served.gen}.json"]
     published = _published(api, "noarch")  # every shard still served, from the packs of older renders
     assert published["shards"] == published["repodata"] == {
         "one-1.0-0.conda", "one-2.0-0.conda", "one-3.0-0.conda", "one-4.0-0.conda", "two-1.0-0.conda"}

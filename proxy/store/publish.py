@@ -247,6 +247,7 @@ class Publisher:
             policy_path.unlink(missing_ok=True)
         else:
             policy_path.write_text(fingerprint)
+        await asyncio.to_thread(_prune_channeldata, policy_path.parent, old)
 
     async def _rendered(self, cid: int, subdir: str, gen: int, count: int) -> None:
         async with self.db.write() as conn:
@@ -535,6 +536,15 @@ def _entry_from_rows(rows: list, policy: CompiledPolicy | None) -> dict | None:
 def _load_shard_map(directory: Path) -> dict[bytes, tuple[int, int, int]]:
     prev = Previous.load(directory)
     return shard_locations(prev.layout) if prev is not None else {}
+
+
+def _prune_channeldata(directory: Path, keep: int) -> None:
+    """channeldata (and its policy fingerprint) of the generations before ``keep``, the one served
+    until the new one is: never served again (a new channel's first publish keeps everything)."""
+    for path in directory.iterdir():
+        stem, _, suffix = path.name.partition(".")
+        if suffix in ("json", "policy") and stem.isdigit() and int(stem) < keep:
+            path.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, doc: dict) -> None:
