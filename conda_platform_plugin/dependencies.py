@@ -121,18 +121,20 @@ class DependencyIndex:
         return spec.lstrip().startswith("__")
 
     def candidates(self, spec: str, subdir: str) -> list[Key]:
-        """Records matching ``spec`` for a package of ``subdir`` (its own subdir or noarch)."""
-        cached = self._candidates.get((spec, subdir))
-        if cached is not None:
-            return cached
-        parsed = self._spec(spec)
-        found: list[Key] = []
-        if parsed is not None:
-            for key in self._by_name.get(parsed.name.normalized, ()):
-                if (subdir == "noarch" or key[0] in (subdir, "noarch")) and parsed.matches(self._record(key)):
-                    found.append(key)
-        self._candidates[(spec, subdir)] = found
+        """Records satisfying ``spec`` for a package of ``subdir``, found once per (spec, subdir):
+        a report asks the same spec for many packages. Each type's index says how (``_find``)."""
+        found = self._candidates.get((spec, subdir))
+        if found is None:
+            found = self._candidates[(spec, subdir)] = self._find(spec, subdir)
         return found
+
+    def _find(self, spec: str, subdir: str) -> list[Key]:
+        """Conda: records matching the MatchSpec in the package's own subdir or noarch."""
+        parsed = self._spec(spec)
+        if parsed is None:
+            return []
+        return [key for key in self._by_name.get(parsed.name.normalized, ())
+                if (subdir == "noarch" or key[0] in (subdir, "noarch")) and parsed.matches(self._record(key))]
 
     def _newest(self, keys: list[Key]) -> Key:
         def order(key: Key) -> tuple:

@@ -51,13 +51,13 @@ def readme_format(request: web.Request) -> str:
     return fmt
 
 
-@routes.route("GET", ONE + "/dependents", summary="Artifacts of the channel whose records depend on this one",
+@routes.route("GET", ONE + "/dependents", summary="Artifacts of the channel (of the same type) whose files depend on this one",
               permission="channel.read", tag=TAG, query={"page": "page number", "per_page": "items per page"})
 async def get_dependents(request: web.Request) -> web.Response:
     platform = platform_of(request)
     ch = await platform.channels.get(channel_path(request))
     type_, name = check_type(request.match_info["type"]), request.match_info["name"]
-    found = await platform.dependents.of(ch.id, name)
+    found = await platform.dependents.of(ch.id, name, type_)
     page, per_page = paging(request)
     return json_response({"channel": ch.name, "type": type_, "name": name,
                           **paged(found[(page - 1) * per_page : page * per_page], len(found), page, per_page)})

@@ -29,6 +29,7 @@ from conda_platform_plugin.dependencies import DependencyIndex, Key
 from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.rformats import DEPENDENCY_FIELDS, PACKAGES_FIELDS, parse_dependencies
 
+from ..store.chunks import chunks
 from ..store.publish import visible_at
 from ..store.tables import files
 
@@ -343,9 +344,9 @@ async def available(db, channel_id: int, records: Iterable[Mapping]) -> dict[str
                     for n, _ in parse_dependencies(rec.get(kind, "") or "")} - BASE_PACKAGES)
     out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     async with db.read() as conn:
-        for i in range(0, len(names), 500):
+        for part in chunks(names):
             rows = await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.name, files.c.version).where(
-                files.c.channel_id == channel_id, files.c.type == "cran", files.c.name.in_(names[i:i + 500]), CURRENT))
+                files.c.channel_id == channel_id, files.c.type == "cran", files.c.name.in_(part), CURRENT))
             for subdir, filename, name, version in rows:
                 out[subdir][name].append((subdir, filename, version))
     return out
@@ -369,36 +370,35 @@ def _pairs(rec: Mapping, kinds: Iterable[str]) -> list[tuple[str, str]]:
 
 async def closure(db, channel_id: int, subdir: str, filename: str, record: Mapping) -> list[tuple]:  # noqa: ANN001
     """What installing an R file pulls in, transitively (Depends, Imports, LinkingTo): for each
-    dependency the newest of the channel's current files of the subdir that satisfies it, as
-    (subdir, filename, record, about, refs of the files that need it). Unsatisfied ones are left out."""
-    from ..store.publish import CURRENT
+    dependency the newest of the channel's current files of the subdir that satisfies it
+    (store/closure.py's shape). Unsatisfied ones are left out."""
+    from ..store.closure import closure_of, reachable
 
-    found: dict[str, tuple] = {}  # name -> (subdir, filename, record, about, needed_by)
-    todo = [(f"{subdir}/{filename}", record)]
-    done: set[str] = {str(record.get("Package", ""))}
-    async with db.read() as conn:
-        while todo:
-            wants = [(ref, n, c) for ref, rec in todo for n, c in _pairs(rec, NEEDED) if n not in BASE_PACKAGES]
-            todo = []
-            names = sorted({n for _, n, _ in wants})
-            rows = (await conn.execute(sa.select(files.c.filename, files.c.name, files.c.version, files.c.record,
-                                                 files.c.about).where(
-                files.c.channel_id == channel_id, files.c.subdir == subdir, files.c.type == "cran",
-                files.c.name.in_(names), CURRENT))).all() if names else []
-            for ref, name, constraint in wants:
-                if name in found:
-                    found[name][4].append(ref)
-                    continue
-                fits = [r for r in rows if r.name == name and satisfies(r.version, constraint)]
-                if not fits:
-                    continue
-                best = max(fits, key=lambda r: r_version_key(r.version))
-                rec = orjson.loads(best.record)
-                found[name] = (subdir, best.filename, rec, orjson.loads(best.about) if best.about else {}, [ref])
-                if name not in done:
-                    done.add(name)
-                    todo.append((f"{subdir}/{best.filename}", rec))
-    return list(found.values())
+    found = await reachable(db, channel_id, "cran", needed_names(record), needed_names, subdir)
+    index = CranDependencyIndex((s, f, rec) for s, f, rec, _ in found)
+    index.records.setdefault((subdir, filename), record)
+    return closure_of(index, {(s, f): about for s, f, _, about in found}, (subdir, filename))
+
+
+def needed(record: Mapping) -> list[str]:
+    """What installing an R file needs from a repository: its ``depends`` (Depends, Imports,
+    LinkingTo as ``"name (>= x)"``) without R's own packages."""
+    return [d for d in record.get("depends") or () if d.split(" ")[0] not in BASE_PACKAGES]
+
+
+def needed_names(record: Mapping) -> set[str]:
+    return {d.split(" ")[0] for d in needed(record)}
+
+
+def spec_constraint(spec: str) -> str:
+    """``"xtable (>= 1.8)"`` → ``">= 1.8"``; ``""`` for any version."""
+    return spec.partition(" ")[2].strip().removeprefix("(").removesuffix(")").strip()
+
+
+def dependent_entries(record: Mapping) -> list[tuple[str, str]]:
+    """(name, spec) of what an R file needs, for the dependents index: names as R spells them
+    (R's package names are case-sensitive)."""
+    return [(d.split(" ")[0], d) for d in needed(record)]
 
 
 class CranDependencyIndex(DependencyIndex):
@@ -408,18 +408,13 @@ class CranDependencyIndex(DependencyIndex):
     packages need nothing."""
 
     def depends(self, key: Key) -> list[str]:
-        return [d for d in self.records[key].get("depends") or () if d.split(" ")[0] not in BASE_PACKAGES]
+        return needed(self.records[key])
 
-    def candidates(self, spec: str, subdir: str) -> list[Key]:
-        cached = self._candidates.get((spec, subdir))
-        if cached is None:
-            name, _, constraint = spec.partition(" ")
-            constraint = constraint.strip().removeprefix("(").removesuffix(")")
-            cached = self._candidates[(spec, subdir)] = [
-                k for k in self._by_name.get(name.lower(), ())
+    def _find(self, spec: str, subdir: str) -> list[Key]:
+        name, constraint = spec.partition(" ")[0], spec_constraint(spec)
+        return [k for k in self._by_name.get(name.lower(), ())
                 if k[0] == subdir and self.records[k].get("name") == name
                 and satisfies(str(self.records[k]["version"]), constraint)]
-        return cached
 
     def _newest(self, keys: list[Key]) -> Key:
         return max(keys, key=lambda k: r_version_key(str(self.records[k]["version"])))

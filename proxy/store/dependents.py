@@ -1,5 +1,14 @@
 """The dependents reverse index: which packages of a channel depend on a name, and how.
 
+One index for the three artifact types, each read the way its own tools read it (``TYPES``):
+conda files by their MatchSpecs (``depends``), python files by every ``Requires-Dist`` entry
+(marker-guarded ones too: they hold on some machine; those that only an extra turns on are
+answered as optional), R files by Depends/Imports/LinkingTo (R's own packages left out). A row
+keeps the depended-on name normalized as its type compares names (conda lowercase, python PEP
+503, R as written: R's names are case-sensitive), and the dependent file's subdir, which says
+its type (conda_platform_plugin.names.subdir_type): a python project and a conda package of one
+name have separate dependents.
+
 Kept for each channel's *published* generation, at publish time: a publish listener brings the
 index from the generation it describes to the new one by applying only the file rows that changed
 in between (``files.added_gen`` / ``removed_gen``), in one transaction with the new watermark
@@ -13,18 +22,24 @@ import asyncio
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import orjson
 import sqlalchemy as sa
+from packaging.utils import canonicalize_name
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conda_platform_plugin.dependencies import DependencyIndex
+from conda_platform_plugin.names import PYPI_SUBDIR, subdir_type
 from conda_platform_plugin.versions import version_key
 
+from ..mirror import pypi_deps
+from ..repo import cran_index
+from .chunks import chunks
+from .closure import reachable
 from .db import Database
-from .publish import CURRENT
 from .tables import channels, dependents, dependents_state, files
 
 log = logging.getLogger(__name__)
@@ -35,7 +50,7 @@ COLUMNS = ("channel_id", "name", "file_id", "dependent_name", "dependent_version
 _NAME = re.compile(r"\s*(?:[^\s:\[]+::)?([A-Za-z0-9_.+\-]+)")
 
 
-_SQLITE_PAGE = ("SELECT id, subdir, name, version, record FROM files NOT INDEXED WHERE channel_id = ? AND type = 'conda'"
+_SQLITE_PAGE = ("SELECT id, subdir, name, version, record FROM files NOT INDEXED WHERE channel_id = ?"
                 " AND added_gen > ? AND added_gen <= ? AND (removed_gen IS NULL OR removed_gen > ?) AND id > ?"
                 " ORDER BY id LIMIT ?")
 
@@ -54,14 +69,52 @@ def spec_constraint(spec: str) -> str:
     return spec[m.end():].strip() if m else spec.strip()
 
 
+def conda_entries(record: Mapping) -> list[tuple[str, str]]:
+    """(lowercase name, MatchSpec) of a conda record's ``depends``; virtual packages left out."""
+    return [(dep, spec) for spec in record.get("depends") or () if (dep := spec_name(spec)) is not None]
+
+
+def _conda_spec_json(spec: str) -> dict:
+    return {"constraint": spec_constraint(spec)}
+
+
+def _cran_spec_json(spec: str) -> dict:
+    return {"constraint": cran_index.spec_constraint(spec)}
+
+
+@dataclass(frozen=True)
+class DependentsType:
+    """How one artifact type takes part: the (name, spec) pairs a record depends on, a requested
+    name as those names are kept, which dependents' subdirs are of the type, and what the answer
+    says of each spec besides the spec itself."""
+
+    entries: Callable[[Mapping], list[tuple[str, str]]]
+    normalize: Callable[[str], str]
+    subdirs: Callable[[sa.ColumnElement], sa.ColumnElement]
+    spec_json: Callable[[str], dict]
+
+
+_CRAN_SUBDIRS = "cran-%"
+TYPES: dict[str, DependentsType] = {
+    "conda": DependentsType(conda_entries, str.lower,
+                            lambda c: (c != PYPI_SUBDIR) & sa.not_(c.like(_CRAN_SUBDIRS)), _conda_spec_json),
+    "python": DependentsType(pypi_deps.dependent_entries, canonicalize_name, lambda c: c == PYPI_SUBDIR,
+                             pypi_deps.requirement_json),
+    "cran": DependentsType(cran_index.dependent_entries, str, lambda c: c.like(_CRAN_SUBDIRS), _cran_spec_json),
+}
+
+
 def index_rows(channel_id: int, rows: Iterable[Sequence]) -> list[tuple]:
-    """Reverse-index rows for file rows ``(id, subdir, name, version, record_json)``."""
+    """Reverse-index rows for file rows ``(id, subdir, name, version, record_json)`` of any type
+    (the subdir says which)."""
     out: list[tuple] = []
+    readers: dict[str, Callable] = {}
     for fid, subdir, name, version, record in rows:
-        for spec in orjson.loads(record).get("depends") or ():
-            dep = spec_name(spec)
-            if dep is not None:
-                out.append((channel_id, dep, fid, name, version, subdir, spec))
+        read = readers.get(subdir)
+        if read is None:
+            read = readers[subdir] = TYPES[subdir_type(subdir) or "conda"].entries
+        for dep, spec in read(orjson.loads(record)):
+            out.append((channel_id, dep, fid, name, version, subdir, spec))
     return out
 
 
@@ -127,8 +180,8 @@ class DependentsIndex:
             files.c.removed_gen.is_(None) | (files.c.removed_gen > new))
         left = (files.c.added_gen <= old) & (files.c.removed_gen > old) & (files.c.removed_gen <= new)
         gone = list((await conn.execute(sa.select(files.c.id).where(ch, left))).scalars())
-        for i in range(0, len(gone), 500):
-            await conn.execute(dependents.delete().where(dependents.c.file_id.in_(gone[i:i + 500])))
+        for part in chunks(gone):
+            await conn.execute(dependents.delete().where(dependents.c.file_id.in_(part)))
         # rows arrive with ever larger ids: the walk starts at the first one that arrived (found by
         # ix_files_added), so one upload into a big channel reads a handful of rows, not the channel
         first = (await conn.execute(sa.select(sa.func.min(files.c.id)).where(
@@ -137,7 +190,7 @@ class DependentsIndex:
             return 0
         written, last = 0, first - 1
         page = (sa.select(files.c.id, files.c.subdir, files.c.name, files.c.version, files.c.record)
-                .where(ch, files.c.type == "conda", arrived, files.c.id > sa.bindparam("last"))
+                .where(ch, arrived, files.c.id > sa.bindparam("last"))
                 .order_by(files.c.id).limit(BATCH))
         while True:  # keyset pages by id: no cursor stays open while the same connection inserts
             if self.db.is_sqlite:
@@ -167,15 +220,17 @@ class DependentsIndex:
             await conn.execute(dependents.insert(), [dict(zip(COLUMNS, r)) for r in rows])
 
     # -- questions ---------------------------------------------------------------------------------
-    async def of(self, channel_id: int, name: str) -> list[dict]:
-        """The artifacts whose published records depend on ``name``: per dependent, each spec it
-        asks with, the subdirs and versions that ask it; dependents by name."""
+    async def of(self, channel_id: int, name: str, type_: str = "conda") -> list[dict]:
+        """The artifacts of ``type_`` whose published files depend on ``name`` (of that type): per
+        dependent, each spec it asks with, the subdirs and versions that ask it; dependents by name."""
+        kind = TYPES[type_]
         await self.update(channel_id)
         async with self.db.read() as conn:
             rows = (await conn.execute(
                 sa.select(dependents.c.dependent_name, dependents.c.dependent_version, dependents.c.subdir,
                           dependents.c.spec)
-                .where(dependents.c.channel_id == channel_id, dependents.c.name == name.lower()))).all()
+                .where(dependents.c.channel_id == channel_id, dependents.c.name == kind.normalize(name),
+                       kind.subdirs(dependents.c.subdir)))).all()
         by_name: dict[str, dict[str, dict[str, set]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(set)))
         for r in rows:
             entry = by_name[r.dependent_name][r.spec]
@@ -186,31 +241,26 @@ class DependentsIndex:
             specs = by_name[dep]
             versions = {v for s in specs.values() for v in s["versions"]}
             out.append({
-                "type": "conda",
+                "type": type_,
                 "name": dep,
                 "latest_version": max(versions, key=version_key),
-                "specs": [{"spec": s, "constraint": spec_constraint(s), "subdirs": sorted(e["subdirs"]),
+                "specs": [{"spec": s, **kind.spec_json(s), "subdirs": sorted(e["subdirs"]),
                            "versions": sorted(e["versions"], key=version_key, reverse=True)}
                           for s, e in sorted(specs.items())],
             })
         return out
 
 
-async def _named(conn: AsyncConnection, channel_id: int, names: list[str]) -> list[sa.Row]:
-    out: list[sa.Row] = []
-    for i in range(0, len(names), 500):
-        out.extend(await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.record, files.c.about).where(
-            files.c.channel_id == channel_id, files.c.type == "conda", files.c.name.in_(names[i:i + 500]), CURRENT)))
-    return out
+def _conda_names(record: Mapping) -> set[str]:
+    return {n for n, _ in conda_entries(record)}
 
 
 async def records_index(db: Database, channel_id: int, specs: Iterable[str]) -> DependencyIndex:
     """A DependencyIndex of the channel's current records of the names that ``specs`` ask for:
     what matching those specs needs, without loading the rest of the channel."""
-    names = sorted({n for s in specs if (n := spec_name(s)) is not None})
-    async with db.read() as conn:
-        rows = await _named(conn, channel_id, names)
-    return DependencyIndex((r.subdir, r.filename, orjson.loads(r.record)) for r in rows)
+    names = {n for s in specs if (n := spec_name(s)) is not None}
+    found = await reachable(db, channel_id, "conda", names, lambda _record: ())
+    return DependencyIndex((s, f, rec) for s, f, rec, _ in found)
 
 
 async def closure_index(db: Database, channel_id: int, specs: Iterable[str]
@@ -218,17 +268,6 @@ async def closure_index(db: Database, channel_id: int, specs: Iterable[str]
     """A DependencyIndex of every current record a walk from ``specs`` may reach (all versions of
     each name asked for, then of the names those ask for, …), and each record's about.json: what a
     DependencyIndex.report of a package needs, without loading the rest of the channel."""
-    wanted = {n for s in specs if (n := spec_name(s)) is not None}
-    seen: set[str] = set()
-    found: list[tuple[str, str, dict]] = []
-    abouts: dict[tuple[str, str], dict] = {}
-    async with db.read() as conn:
-        while wanted - seen:
-            batch = sorted(wanted - seen)
-            seen.update(batch)
-            for r in await _named(conn, channel_id, batch):
-                record = orjson.loads(r.record)
-                found.append((r.subdir, r.filename, record))
-                abouts[(r.subdir, r.filename)] = orjson.loads(r.about) if r.about else {}
-                wanted.update(n for d in record.get("depends") or () if (n := spec_name(d)) is not None)
-    return DependencyIndex(found), abouts
+    names = {n for s in specs if (n := spec_name(s)) is not None}
+    found = await reachable(db, channel_id, "conda", names, _conda_names)
+    return DependencyIndex((s, f, rec) for s, f, rec, _ in found), {(s, f): about for s, f, _, about in found}
