@@ -242,3 +242,31 @@ def test_upgrade_rebuilds_an_index_of_conda_files_only(server: Server, api: Api,
     assert list(_specs(api, "python", "base-lib")) == ["tiny-app"]
     assert list(_specs(api, "cran", "rdep")) == ["rapp", "rbin"]
     assert _index_state(server, "mixed")[2] == 15
+
+
+def test_sbom_closures_resolve_the_newest_satisfying_transitively(api: Api, tmp_path: Path) -> None:
+    """The R and python dependency walks (one reader, each type's index resolving): each dependency
+    to the newest version that satisfies it, followed transitively; R's own packages, Suggests and
+    extras-only requirements are not followed."""
+    create(api, "walk")
+    r = tmp_path / "r"
+    api.upload("walk",
+               build_r_source(r, "rtop", "1.0", Imports="rmid (< 2.0), rleaf, methods", Suggests="rsugg"),
+               *(build_r_source(r, "rmid", v, Imports="rleaf (>= 1.0)") for v in ("1.0", "1.5", "2.0")),
+               build_r_source(r, "rleaf", "1.2"), build_r_source(r, "rsugg", "1.0"))
+    cdx = api.get("/api/channels/walk/files/cran-src/rtop_1.0.tar.gz/sbom").json()
+    assert sorted((c["name"], c["version"]) for c in cdx["components"]) == [("rleaf", "1.2"), ("rmid", "1.5")]
+    deps = {d["ref"]: sorted(d.get("dependsOn", [])) for d in cdx["dependencies"]}
+    assert deps["cran-src/rtop_1.0.tar.gz"] == ["cran-src/rleaf_1.2.tar.gz", "cran-src/rmid_1.5.tar.gz"]
+    assert deps["cran-src/rmid_1.5.tar.gz"] == ["cran-src/rleaf_1.2.tar.gz"]
+
+    py = tmp_path / "py"
+    top = build_python_project(py / "top", "top", "1.0", requires=["mid<2", "leaf", "opt; extra == 'x'"])
+    mids = [build_python_project(py / v, "mid", v, requires=["leaf>=1"])["wheel"] for v in ("1.0", "1.5", "2.0")]
+    api.upload("walk", top["wheel"], *mids, build_python_project(py / "leaf", "leaf", "1.2")["wheel"],
+               build_python_project(py / "opt", "opt", "1.0")["wheel"])
+    cdx = api.get(f"/api/channels/walk/files/pypi/{top['wheel'].name}/sbom").json()
+    assert sorted((c["name"], c["version"]) for c in cdx["components"]) == [("leaf", "1.2"), ("mid", "1.5")]
+    deps = {d["ref"]: d.get("dependsOn", []) for d in cdx["dependencies"]}
+    (mid_ref,) = [ref for ref in deps if "mid-1.5" in ref]
+    assert deps[mid_ref] == [ref for ref in deps if "leaf-1.2" in ref]
