@@ -186,24 +186,3 @@ def test_cli_creates_and_shows_a_cran_mirror(server: Server, api: Api, cran_up: 
     assert "cran" in shown and "rapp_1.0.tar.gz" in shown and "passive" in shown, shown
     report = cli(server, "mirror", "report", "mc", "up").stdout
     assert "rdep (>= 9.0)" in report and "rgpl_3.1-2.tar.gz" in report, report
-
-
-def test_clients_asking_at_once_share_one_upstream_download(server: Server, api: Api,
-                                                            cran_up: UpstreamChannel) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    from proxy.mirror.cran_source import waiting
-
-    mirror(api, cran_up)
-    url = f"{server.url}/api/repo/mc/cran/src/contrib/rdep_0.2.1.tar.gz"
-    gate = cran_up.fault("src/contrib/rdep_*", "hold")
-    with ThreadPoolExecutor(4) as pool:
-        asked = [pool.submit(requests.get, url, timeout=60) for _ in range(4)]
-        deadline = time.monotonic() + 30
-        while sum(waiting.values()) < 4:  # every client waits for the one download
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        gate.release()
-        bodies = [f.result().content for f in asked]
-    want = (cran_up.root / "src" / "contrib" / "rdep_0.2.1.tar.gz").read_bytes()
-    assert bodies == [want] * 4 and cran_up.hits["src/contrib/rdep_0.2.1.tar.gz"] == 1

@@ -30,6 +30,7 @@ from ..store.mirrors import ACTIVE, Mirror, MirrorStore, Run
 from ..store.publish import CURRENT
 from ..store.tables import files, mirror_filtered
 from .clock import Clock, next_run
+from .cran_source import settle
 from .http import redact
 from .kinds import source_for
 from .records import Prepared, new_files
@@ -439,8 +440,8 @@ class MirrorEngine:
         fig = live.figures
         self._step(live, "download", "finding the packages to download")
         async with self.platform.db.read() as conn:
-            rows = (await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.sha256, files.c.size,
-                                                 files.c.source_url).where(
+            rows = (await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.name, files.c.sha256,
+                                                 files.c.size, files.c.source_url).where(
                 files.c.channel_id == mirror.channel_id, files.c.mirror_id == mirror.id, CURRENT))).all()
         blobs = self.platform.blobs
         missing = await asyncio.to_thread(lambda: [r for r in rows if not blobs.path(r.sha256).is_file()])
@@ -462,13 +463,16 @@ class MirrorEngine:
             while not queue.empty() and not live.stop.is_set():
                 r = queue.get_nowait()
                 try:
-                    await fetcher.ensure_blob(r.source_url, r.sha256, r.size)
+                    stored = await fetcher.ensure_blob(r.source_url, r.sha256, r.size,
+                                                       limit=self.config.max_upload_bytes)
+                    if (stored.sha256, stored.size) != (r.sha256, r.size):  # a row named by a download key
+                        await settle(self.platform, r.name, r.sha256, stored)  # (CRAN's MD5sum): now it knows
                 except PlatformError as e:
                     fig["files_failed"] += 1
                     errors.append(f"{r.subdir}/{r.filename}: {e.message}")
                     continue
                 fig["files_done"] += 1
-                fig["bytes_done"] += r.size
+                fig["bytes_done"] += stored.size
                 live.description = f"downloading packages {fig['files_done']} of {total}"
 
         workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(mirror.concurrency, total)))]

@@ -14,6 +14,14 @@ is a rename) while hashing it (the blob store's
 atomically. Clients get the bytes as they land, except the last ``HOLD_BACK`` bytes, which go out
 only once the body is verified: a bad upstream body is never stored and never completes a client
 download (the connection is cut short instead).
+
+Downloads are named by a *key*: the sha256 of the bytes, or, for bytes whose index gives only an MD5
+(CRAN's PACKAGES), an :func:`md5_key` (``0`` × 32 + the md5; no blob has such a name). An MD5 key is
+verified by the md5 (by the leader and by followers in other processes alike); the blob is committed
+under the sha256 hashed while the bytes streamed, and a note (``<cache>/keys/<key>``, written before
+the commit) maps the key to it, so later askers in any process find the blob without a download
+(:meth:`Fetcher.present`). A download of unknown size (size ``None`` or ``0``) takes the upstream's
+Content-Length as its size (the leader writes it into the lock file for the followers).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -52,13 +61,40 @@ POLL = 0.02
 DEAD_CHECK = 1.0
 _NO_LIMIT = 1 << 42
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: the first half of an MD5 key (see the module docstring)
+MD5_KEY = "0" * 32
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def md5_key(md5: str) -> str:
+    """The download key of bytes known only by their md5."""
+    if not _MD5.match(md5):
+        raise ValueError(f"not an md5: {md5!r}")
+    return MD5_KEY + md5
+
+
+def key_md5(key: str) -> str | None:
+    """The md5 an MD5 key verifies (None: the key is the sha256 itself)."""
+    return key[32:] if key.startswith(MD5_KEY) else None
+
+
+class Stored(NamedTuple):
+    """A blob in the store, as a download key turned out to be."""
+
+    sha256: str
+    size: int
 
 
 class Download:
     """One download in this process: its part file and how far the leader got."""
 
-    def __init__(self, sha256: str, size: int | None, url: str, part: Path, fd: int):
-        self.sha256 = sha256
+    def __init__(self, key: str, size: int | None, url: str, part: Path, fd: int):
+        self.key = key
+        #: what the body must hash to: an MD5 key's md5, else the key's sha256 (known once verified)
+        self.md5 = key_md5(key)
+        self.sha256: str | None = key if self.md5 is None else None
+        #: None until the upstream's Content-Length says (a key that came without a size)
         self.size = size
         self.url = url
         self.part = part
@@ -103,10 +139,12 @@ class Fetcher:
         self.upstream = upstream
         self.inflight = Path(inflight_dir)
         self.inflight.mkdir(parents=True, exist_ok=True)
+        #: MD5 key -> the sha256 its bytes turned out to have (one small file each, see present())
+        self.keys = self.inflight.parent / "keys"
         #: a download led by another process that shows no progress for this long is given up
         self.stall_timeout = upstream.connect_timeout + upstream.read_timeout
         self._downloads: dict[str, Download] = {}
-        #: sha256 → callers of respond() and ensure_blob() right now (what an operator or a test can watch)
+        #: key → callers of respond() and ensure_blob() right now (what an operator or a test can watch)
         self.waiting: Counter[str] = Counter()
         #: writes and hashes the downloads' bytes (hashlib and file writes release the GIL). Shared:
         #: a thread started per download cost more than a small file's whole fetch. Each download
@@ -125,65 +163,88 @@ class Fetcher:
             self._pool.shutdown(wait=False)
             self._pool = None  # (the app may start again on this platform: a new pool then)
 
+    def present(self, key: str) -> Stored | None:
+        """The blob a key names, when it is in the store (an MD5 key: once some process fetched it)."""
+        sha256 = key if key_md5(key) is None else self._noted(key)
+        if sha256 is None:
+            return None
+        try:
+            return Stored(sha256, self.blobs.path(sha256).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    async def ended(self, key: str) -> Stored | None:
+        """The blob of ``key`` once this process's download of it (if one runs) has ended (e.g. to
+        record what an MD5 key turned out to be after a streamed response: the commit follows it)."""
+        download = self._downloads.get(key)
+        while download is not None and not download.done:
+            await download.changed()
+        return self.present(key)
+
     # -- the blob, whole -----------------------------------------------------------------------
-    async def ensure_blob(self, url: str, sha256: str, size: int | None) -> None:
+    async def ensure_blob(self, url: str, key: str, size: int | None, *, limit: int | None = None) -> Stored:
         """Make sure the blob is in the store: download it once (whoever else asks), verify, commit.
 
-        Raises UpstreamError (502) / UpstreamTimeout (504); nothing is stored on failure.
+        ``key``: its sha256, or an :func:`md5_key`; ``size`` None or 0: not known (``limit``: the
+        most bytes accepted then). Raises UpstreamError (502) / UpstreamTimeout (504); nothing is
+        stored on failure.
         """
         watch = _Stall(self.stall_timeout)
-        with self._waiting(sha256):
-            while not self.blobs.exists(sha256):
-                download = self._start(url, sha256, size)
+        with self._waiting(key):
+            while (stored := self.present(key)) is None:
+                download = self._start(url, key, size, limit)
                 if download is not None and not download.followed:  # (following: wait for the blob)
                     await download.result()
-                    return
-                if self.blobs.exists(sha256):
-                    return
+                    return Stored(download.sha256, download.size)  # type: ignore[arg-type] - verified
+                if (stored := self.present(key)) is not None:
+                    return stored
                 # another process downloads it: wait for its end (then it is there, or we try ourselves)
-                watch.check(self._holder_progress(sha256), sha256)
+                watch.check(self._holder_progress(key), key)
                 await asyncio.sleep(POLL)
+            return stored
 
     # -- the blob, streamed to a client --------------------------------------------------------
-    async def respond(self, request: web.Request, row, headers: Mapping[str, str] | None = None  # noqa: ANN001
-                      ) -> web.StreamResponse:
-        """Answer a request for a file whose blob is missing (``row``: sha256, size, source_url)."""
+    async def respond(self, request: web.Request, row, headers: Mapping[str, str] | None = None,  # noqa: ANN001
+                      *, limit: int | None = None) -> web.StreamResponse:
+        """Answer a request for a file whose blob is missing (``row``: sha256 — or an MD5 key —,
+        size, source_url; see ensure_blob() for an unknown size and ``limit``)."""
         headers = dict(headers or {})
-        blob = self.blobs.path(row.sha256)
+        key = row.sha256
+        size = _known(key, row.size)
         if request.method == "HEAD":  # from the record: no download just to answer a probe
             resp = web.StreamResponse(headers=headers)
             resp.content_length = row.size
             return resp
         if "Range" in request.headers:  # a part of a file we do not have yet: fetch it, then serve the part
-            await self.ensure_blob(row.source_url, row.sha256, row.size)
-            return web.FileResponse(blob, headers=headers)
-        with self._waiting(row.sha256):
+            stored = await self.ensure_blob(row.source_url, key, size, limit=limit)
+            return web.FileResponse(self.blobs.path(stored.sha256), headers=headers)
+        with self._waiting(key):
             watch = _Stall(self.stall_timeout)
             while True:
-                if blob.is_file():
-                    return web.FileResponse(blob, headers=headers)
-                download = self._start(row.source_url, row.sha256, row.size)
-                if download is None and not blob.is_file():  # another process downloads it
-                    download = self._follow(row.sha256, row.size)
+                if (stored := self.present(key)) is not None:
+                    return web.FileResponse(self.blobs.path(stored.sha256), headers=headers)
+                download = self._start(row.source_url, key, size, limit)
+                if download is None and self.present(key) is None:  # another process downloads it
+                    download = self._follow(key, size)
                 if download is not None:
-                    resp = await self._stream_local(request, download, row.size, headers)
+                    resp = await self._stream_local(request, download, size, headers)
                     if resp is not None:
                         return resp
                     continue  # the process we followed ended before we sent anything: look again
-                watch.check(self._holder_progress(row.sha256), row.sha256)
+                watch.check(self._holder_progress(key), key)
                 await asyncio.sleep(POLL)
 
     @contextmanager
-    def _waiting(self, sha256: str) -> Iterator[None]:
-        self.waiting[sha256] += 1
+    def _waiting(self, key: str) -> Iterator[None]:
+        self.waiting[key] += 1
         try:
             yield
         finally:
-            self.waiting[sha256] -= 1
-            if self.waiting[sha256] <= 0:
-                del self.waiting[sha256]
+            self.waiting[key] -= 1
+            if self.waiting[key] <= 0:
+                del self.waiting[key]
 
-    async def _stream_local(self, request: web.Request, d: Download, size: int,
+    async def _stream_local(self, request: web.Request, d: Download, size: int | None,
                             headers: dict[str, str]) -> web.StreamResponse | None:
         """Stream a download of this process to one client as its bytes land (sendfile from the part file).
 
@@ -194,12 +255,18 @@ class Fetcher:
         try:
             while d.written == 0 and not d.done:
                 await d.changed()
+            if size is None:  # known from the upstream's headers by now, unless it sent none
+                size = d.size
+                while size is None and not d.done:  # no Content-Length: the client waits for the blob
+                    await d.changed()
             if d.error is not None:  # nothing sent yet: the client gets the 502/504 envelope
                 if d.followed and not isinstance(d.error, UpstreamTimeout):
                     return None  # the caller looks again (and may start the download itself)
                 raise _again(d.error)
-            if d.done and self.blobs.exists(d.sha256):
+            if d.done and d.sha256 is not None and self.blobs.exists(d.sha256):
                 return web.FileResponse(self.blobs.path(d.sha256), headers=headers)
+            if size is None:  # (a followed download that ended without its blob: look again)
+                return None
             resp.content_length = size
             await resp.prepare(request)
             sent = 0
@@ -221,101 +288,112 @@ class Fetcher:
         finally:
             part.close()
 
-    def _follow(self, sha256: str, size: int) -> Download | None:
+    def _follow(self, key: str, size: int | None) -> Download | None:
         """Join the download another process runs: one task of this process tails its part file
-        and checks the sha256 itself; this process's clients stream from it like from a download
-        of their own. None when there is nothing to follow (yet, or any more).
+        and checks the sha256 (or md5) itself; this process's clients stream from it like from a
+        download of their own. None when there is nothing to follow (yet, or any more).
         No await inside: joining and starting are atomic on the event loop.
         """
-        download = self._downloads.get(sha256)
+        download = self._downloads.get(key)
         if download is not None:
             return download
-        part = self._holder_part(sha256)
-        if part is None:
+        holder = self._holder(key)
+        if holder is None:
             return None
         try:
-            fd = os.open(part, os.O_RDONLY)
+            fd = os.open(holder[0], os.O_RDONLY)
         except FileNotFoundError:
             return None
-        download = Download(sha256, size, f"(the download of {sha256} by another process)", part, fd)
+        download = Download(key, size, f"(the download of {key} by another process)", holder[0], fd)
         download.followed = True
-        self._downloads[sha256] = download
+        self._downloads[key] = download
         download.task = asyncio.create_task(self._tail(download))
         return download
 
     async def _tail(self, d: Download) -> None:
-        digest = hashlib.sha256()
+        digests = [hashlib.sha256()] + ([hashlib.md5()] if d.md5 is not None else [])  # noqa: S324 - CRAN's MD5sum
         watch = _Stall(self.stall_timeout)
         try:
             while True:
-                have = min(os.fstat(d.fd).st_size, d.size)
-                watch.check(have, d.sha256)
+                if d.size is None:  # the leader names it in its lock file before its first byte lands
+                    d.size = (self._holder(d.key) or (None, None))[1]
+                have = min(os.fstat(d.fd).st_size, d.size if d.size is not None else _NO_LIMIT)
+                watch.check(have, d.key)
                 if have > d.written:
-                    d.landed(await asyncio.to_thread(_hash_range, digest, d.fd, d.written, have - d.written))
+                    d.landed(await asyncio.to_thread(_hash_range, digests, d.fd, d.written, have - d.written))
                     continue
-                if d.written >= d.size:  # every byte is there: released only if the whole matches
-                    if digest.hexdigest() != d.sha256:
-                        raise UpstreamError(f"the upstream body of {d.sha256} does not match its record")
+                ended = d.size is None and not d.part.exists() and os.fstat(d.fd).st_size <= d.written
+                if ended or (d.size is not None and d.written >= d.size):
+                    # every byte is there: released only if the whole matches
+                    sha256 = digests[0].hexdigest()
+                    if (d.md5 is None and sha256 != d.sha256) or (d.md5 is not None and digests[1].hexdigest() != d.md5):
+                        raise UpstreamError(f"the upstream body of {d.key} does not match its record")
+                    d.sha256 = sha256
+                    if ended and not self.blobs.exists(sha256):  # (no size: its clients wait for the blob)
+                        raise UpstreamError(f"the download of {d.key} failed in another process")
+                    d.size = d.written
                     d.verified = True
                     d.progressed()
-                    while d.part.exists() and not self.blobs.exists(d.sha256):  # the other process commits
-                        if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.sha256):
+                    while d.part.exists() and not self.blobs.exists(sha256):  # the other process commits
+                        if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.key):
                             break
                         await asyncio.sleep(POLL)
                     return
                 if not d.part.exists():
                     if os.fstat(d.fd).st_size > d.written:  # it was renamed into the store after its last bytes
                         continue
-                    raise UpstreamError(f"the download of {d.sha256} failed in another process")
-                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.sha256):
-                    raise UpstreamError(f"the process downloading {d.sha256} died")
+                    raise UpstreamError(f"the download of {d.key} failed in another process")
+                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.key):
+                    raise UpstreamError(f"the process downloading {d.key} died")
                 await asyncio.sleep(POLL)
         except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
             d.error = e if isinstance(e, PlatformError) else UpstreamError(
-                f"following the download of {d.sha256} stopped ({e.__class__.__name__})")
+                f"following the download of {d.key} stopped ({e.__class__.__name__})")
             if not isinstance(e, Exception):
                 raise
         finally:
             d.done = True
-            if self._downloads.get(d.sha256) is d:
-                del self._downloads[d.sha256]
+            if self._downloads.get(d.key) is d:
+                del self._downloads[d.key]
             os.close(d.fd)
             d.progressed()
 
     # -- the one download ----------------------------------------------------------------------
-    def _start(self, url: str, sha256: str, size: int | None) -> Download | None:
-        """This process's download of ``sha256``, started here when no process runs one.
+    def _start(self, url: str, key: str, size: int | None, limit: int | None) -> Download | None:
+        """This process's download of ``key``, started here when no process runs one.
 
         None when the blob is there after all or another process is downloading it.
         No await inside: joining and starting are atomic on the event loop.
         """
-        download = self._downloads.get(sha256)
+        download = self._downloads.get(key)
         if download is not None:
             return download
-        lock = self._lock_path(sha256)
+        size = _known(key, size)
+        lock = self._lock_path(key)
         lock_fd = _try_lock(lock)
         if lock_fd is None:
             return None
         try:
-            if self.blobs.exists(sha256):
+            if self.present(key) is not None:
                 _unlock(lock_fd, lock)
                 return None
             self._remove_stale_part(lock_fd)
             # the part file lives beside the blobs (same filesystem: the commit is a rename)
             self.blobs.tmp.mkdir(parents=True, exist_ok=True)
-            writer = HashingWriter(self.blobs.tmp, size if size is not None else _NO_LIMIT, md5=False)
+            cap = size if size is not None else limit if limit is not None else _NO_LIMIT
+            writer = HashingWriter(self.blobs.tmp, cap, md5=False)
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, writer.path.name.encode(), 0)
             read_fd = os.open(writer.path, os.O_RDONLY)
         except BaseException:
             _unlock(lock_fd, lock)
             raise
-        download = Download(sha256, size, url, writer.path, read_fd)
-        self._downloads[sha256] = download
-        download.task = asyncio.create_task(self._run(download, writer, lock_fd, lock))
+        download = Download(key, size, url, writer.path, read_fd)
+        self._downloads[key] = download
+        download.task = asyncio.create_task(self._run(download, writer, cap, lock_fd, lock))
         return download
 
-    async def _run(self, d: Download, writer: HashingWriter, lock_fd: int, lock: Path) -> None:
+    async def _run(self, d: Download, writer: HashingWriter, cap: int, lock_fd: int, lock: Path) -> None:
         shown = redact(d.url)
         # A worker thread hashes and writes the bytes in order while the loop receives the next
         # ones. What arrives while the worker is busy is handed over in one batch: a fast upstream
@@ -324,6 +402,7 @@ class Fetcher:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="fetch")
         pool = self._pool
+        md5 = hashlib.md5() if d.md5 is not None else None  # noqa: S324 - what CRAN's index gives
         busy: asyncio.Future | None = None
         busy_bytes = 0
         batch: list[bytes] = []
@@ -334,6 +413,11 @@ class Fetcher:
                     if d.size is not None and resp.content_length not in (None, d.size):
                         raise UpstreamError(f"upstream has {resp.content_length} bytes for {shown}, the record says "
                                             f"{d.size}", detail={"url": shown})
+                    if d.size is None and resp.content_length is not None:  # the size the clients are told
+                        if resp.content_length > cap:
+                            raise TooLarge(f"{resp.content_length} bytes")
+                        d.size = resp.content_length
+                        os.pwrite(lock_fd, f"{writer.path.name}\n{d.size}".encode(), 0)  # (for the followers)
                     loop = asyncio.get_running_loop()
                     queued = 0
                     async for chunk in resp.content.iter_any():
@@ -344,27 +428,30 @@ class Fetcher:
                             d.landed(busy_bytes)
                             busy = None
                         if busy is None:
-                            busy, busy_bytes, queued = loop.run_in_executor(pool, _absorb, writer, batch), queued, 0
+                            busy, busy_bytes, queued = loop.run_in_executor(pool, _absorb, writer, batch, md5), queued, 0
                             batch = []
                     if busy is not None:
                         await busy
                         d.landed(busy_bytes)
                         busy = None
                     if batch:  # what arrived during the last batch
-                        busy = loop.run_in_executor(pool, _absorb, writer, batch)
+                        busy = loop.run_in_executor(pool, _absorb, writer, batch, md5)
                         await busy
                         d.landed(queued)
                         busy = None
             except TooLarge as e:
-                raise UpstreamError(f"upstream sent more than the {d.size} bytes of the record for {shown}",
-                                    detail={"url": shown}) from e
+                said = f"the {d.size} bytes of the record" if d.size is not None else f"the limit of {cap} bytes"
+                raise UpstreamError(f"upstream sent more than {said} for {shown}", detail={"url": shown}) from e
             digest = writer.hexdigest()
-            if (d.size is not None and writer.size != d.size) or digest != d.sha256:
+            if (d.size is not None and writer.size != d.size) or \
+                    (digest != d.sha256 if md5 is None else md5.hexdigest() != d.md5):
+                got = f"sha256 {digest}" if md5 is None else f"md5 {md5.hexdigest()}, sha256 {digest}"
                 raise UpstreamError(f"upstream sent bytes that do not match the record for {shown} "
-                                    f"(sha256 {digest}, {writer.size} bytes)", detail={"url": shown})
+                                    f"({got}, {writer.size} bytes)", detail={"url": shown})
+            d.sha256, d.size = digest, writer.size
             d.verified = True  # the clients get their last bytes while the blob is fsynced and committed
             d.progressed()
-            committing = asyncio.ensure_future(asyncio.to_thread(self._commit, writer))
+            committing = asyncio.ensure_future(asyncio.to_thread(self._commit, writer, d))
             await asyncio.shield(committing)
         except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
             # the worker threads end first: no write or rename races the abort (a no-op after a commit)
@@ -384,40 +471,58 @@ class Fetcher:
                 raise
         finally:
             d.done = True
-            if self._downloads.get(d.sha256) is d:
-                del self._downloads[d.sha256]
+            if self._downloads.get(d.key) is d:
+                del self._downloads[d.key]
             os.close(d.fd)
             _unlock(lock_fd, lock)
             d.progressed()
 
-    def _commit(self, writer: HashingWriter) -> None:
+    def _commit(self, writer: HashingWriter, d: Download) -> None:
+        if d.md5 is not None:  # noted first: present() answers once the blob is there, in any process
+            self._note(d.key, d.sha256)  # type: ignore[arg-type] - verified
         self.blobs.commit(writer.finish())
 
-    # -- the cross-process lock ----------------------------------------------------------------
-    def _lock_path(self, sha256: str) -> Path:
-        self.blobs.path(sha256)  # refuses anything but a sha256
-        return self.inflight / f"{sha256}.lock"
-
-    def _holder_part(self, sha256: str) -> Path | None:
-        """The part file the leading process writes, as its lock file names it."""
+    # -- MD5 keys ------------------------------------------------------------------------------
+    def _noted(self, key: str) -> str | None:
         try:
-            name = self._lock_path(sha256).read_text().strip()
+            sha256 = (self.keys / key).read_text().strip()
         except FileNotFoundError:
             return None
-        return self.blobs.tmp / name if name and _PART_NAME.match(name) else None
+        return sha256 if _SHA256.match(sha256) else None
 
-    def _holder_progress(self, sha256: str) -> int:
-        part = self._holder_part(sha256)
+    def _note(self, key: str, sha256: str) -> None:
+        self.keys.mkdir(parents=True, exist_ok=True)
+        tmp = self.keys / f".{key}.{os.getpid()}"
+        tmp.write_text(sha256)
+        os.replace(tmp, self.keys / key)
+
+    # -- the cross-process lock ----------------------------------------------------------------
+    def _lock_path(self, key: str) -> Path:
+        self.blobs.path(key)  # refuses anything but 64 hex digits
+        return self.inflight / f"{key}.lock"
+
+    def _holder(self, key: str) -> tuple[Path, int | None] | None:
+        """The part file the leading process writes, as its lock file names it (and the size once known)."""
         try:
-            return part.stat().st_size if part is not None else -1
+            name, _, size = self._lock_path(key).read_text().strip().partition("\n")
+        except FileNotFoundError:
+            return None
+        if not name or not _PART_NAME.match(name):
+            return None
+        return self.blobs.tmp / name, int(size) if size.isdigit() else None
+
+    def _holder_progress(self, key: str) -> int:
+        holder = self._holder(key)
+        try:
+            return holder[0].stat().st_size if holder is not None else -1
         except FileNotFoundError:
             return -1
 
-    def _clear_dead_leader(self, sha256: str) -> bool:
+    def _clear_dead_leader(self, key: str) -> bool:
         """True when no process holds the lock any more although its part file is there (the
         process died, the kernel released its flock): the part file is removed."""
         try:
-            lock = self._lock_path(sha256)
+            lock = self._lock_path(key)
         except ValueError:  # not one of ours
             return False
         fd = _try_lock(lock)
@@ -429,9 +534,14 @@ class Fetcher:
 
     def _remove_stale_part(self, lock_fd: int) -> None:
         """A part file named by the lock we now hold belongs to a leader that died."""
-        name = os.pread(lock_fd, 4096, 0).decode(errors="replace").strip()
+        name = os.pread(lock_fd, 4096, 0).decode(errors="replace").strip().partition("\n")[0]
         if name and _PART_NAME.match(name):
             (self.blobs.tmp / name).unlink(missing_ok=True)
+
+
+def _known(key: str, size: int | None) -> int | None:
+    """The size a download must have: None when not known (an MD5 key's, or 0: no index gave it)."""
+    return None if key_md5(key) is not None or not size else size
 
 
 class _Stall:
@@ -482,10 +592,12 @@ def _unlock(fd: int, path: Path) -> None:
     os.close(fd)
 
 
-def _absorb(writer: HashingWriter, chunks: list[bytes]) -> None:
+def _absorb(writer: HashingWriter, chunks: list[bytes], md5) -> None:  # noqa: ANN001 - a hashlib md5 or None
     """Hash and write a batch of chunks (in the download's worker thread)."""
     for chunk in chunks:
         writer.write(chunk)
+        if md5 is not None:
+            md5.update(chunk)
     writer.flush()  # readers tail the part file
 
 
@@ -497,10 +609,11 @@ async def _sendfile(request: web.Request, file, offset: int, count: int) -> None
     await asyncio.get_running_loop().sendfile(request.transport, file, offset, count)
 
 
-def _hash_range(digest, fd: int, offset: int, count: int) -> int:  # noqa: ANN001 - a hashlib object
+def _hash_range(digests: list, fd: int, offset: int, count: int) -> int:
     """Hash up to ``count`` bytes of a file from ``offset`` (in a worker thread); how many were read."""
     chunk = os.pread(fd, min(count, 8 * READ_CHUNK), offset)
-    digest.update(chunk)
+    for digest in digests:
+        digest.update(chunk)
     return len(chunk)
 
 

@@ -10,9 +10,10 @@ directory: ``PACKAGES``, ``PACKAGES.gz``, ``PACKAGES.rds`` (the matrix R reads f
 R's serialization format) and ``files.json`` (which file is listed, which archived: only those
 are served; files the channel policy excludes are neither).
 
-Files of passive CRAN mirrors whose index gave no SHA256 (CRAN's never does) are fetched on their
-first request by :func:`proxy.mirror.cran_source.resolve` (MD5sum-verified; by design outside the
-fetcher, which needs the sha256 up front), then served like any.
+Files of passive CRAN mirrors are fetched on their first request by the one on-demand fetcher and
+streamed as they land. Until then their rows name them by a download key (an MD5 key when the index
+gave no SHA256: CRAN's never does) and size 0; whoever sees the blob stored puts its real sha256 and
+size into the rows (:func:`proxy.mirror.cran_source.settle`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from aiohttp import web
 from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.names import check_filename
 
-from ..mirror.cran_source import is_unresolved, resolve
+from ..mirror.cran_source import settle
 from .conda import INDEX_CACHE, PACKAGE_HEADERS, PROTOCOLS
 from .counted import CountedFileResponse, counted
 from .cran_index import INDEX_TYPES, LISTING, contrib_path, locate
@@ -92,16 +93,21 @@ async def _package(request: web.Request, platform: Platform, served: Served, sub
     if row is None:
         raise NotFound(f"{subdir}/{filename} not found in channel {served.name!r}")
     count = partial(platform.downloads.count, served.id, subdir, filename)
-    if is_unresolved(row.sha256) and row.source_url:
-        if request.method == "HEAD":  # no download just to answer a probe; the size is not known yet
+    name, fetcher = filename.split("_", 1)[0], platform.fetcher
+    stored = fetcher.present(row.sha256)
+    if stored is None and row.source_url:  # a passive mirror's file: fetched once, streamed as it lands
+        if request.method == "HEAD" and not row.size:  # no download just to answer a probe
             return web.Response(headers=PACKAGE_HEADERS)
-        row = await resolve(platform, filename.split("_", 1)[0], row.sha256, row.source_url, row.md5)
-    path = platform.blobs.path(row.sha256)
-    if not path.is_file():
-        if row.source_url:  # a passive mirror's file with a known sha256: the one on-demand fetcher
-            return counted(request, await platform.fetcher.respond(request, row, PACKAGE_HEADERS), path, count)
+        resp = await fetcher.respond(request, row, PACKAGE_HEADERS, limit=platform.config.max_upload_bytes)
+        stored = await fetcher.ended(row.sha256)  # (None: the download failed)
+        if stored is not None and (stored.sha256, stored.size) != (row.sha256, row.size):
+            await settle(platform, name, row.sha256, stored)
+        return counted(request, resp, platform.blobs.path(stored.sha256 if stored else row.sha256), count)
+    if stored is None:
         raise NotFound(f"the bytes of {subdir}/{filename} are not stored on this server")
-    return CountedFileResponse(path, count, dict(PACKAGE_HEADERS))
+    if (stored.sha256, stored.size) != (row.sha256, row.size):  # fetched before (another row, process or run)
+        await settle(platform, name, row.sha256, stored)
+    return CountedFileResponse(platform.blobs.path(stored.sha256), count, dict(PACKAGE_HEADERS))
 
 
 PROTOCOLS["cran"] = handle

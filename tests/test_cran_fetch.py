@@ -1,0 +1,228 @@
+"""CRAN files fetched through the one on-demand fetcher although their index gives only an MD5sum:
+streamed to the first client as they land, one upstream download for all clients and server
+processes, a wrong body cut short and never stored, an active run reading each new file once.
+
+The upstream is a real CRAN-style repository on 127.0.0.1 (tests/upstream.py with fault injection
+and per-path hit counters); ``big`` is a source package of about 2 MB (random bytes: gzip keeps
+them), so that clients get bytes before the upstream has sent them all."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import requests
+from conftest import Api, Server
+from rbuilders import _sources, build_r_source, description, write_cran_repo, write_tar_gz
+from test_cran_mirror import BASE, mirror, wait_run
+from test_mirror_fetch import _serve_process, in_flight, wait_until
+from upstream import UpstreamChannel
+
+from proxy.mirror.fetch import md5_key
+
+MB = 1 << 20
+BIG, SMALL = "src/contrib/big_1.0.tar.gz", "src/contrib/rdep_0.2.1.tar.gz"
+
+
+@pytest.fixture
+def cran_up(tmp_path: Path) -> Iterator[UpstreamChannel]:
+    pkgs = tmp_path / "pkgs"
+    big = write_tar_gz(pkgs / "big_1.0.tar.gz",
+                       {**_sources("big", description("big", "1.0")), "big/inst/extdata/data.bin": os.urandom(2 * MB)})
+    up = UpstreamChannel(tmp_path / "up", prefix="/cran")
+    write_cran_repo(up.root, [big, build_r_source(pkgs, "rdep", "0.2.1")])
+    up.start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def db_server(tmp_path: Path, database_url: str | None) -> Iterator[Server]:
+    """These tests run on SQLite and on PostgreSQL."""
+    s = Server(tmp_path / "data", database_url).start()
+    yield s
+    s.stop()
+
+
+def body(up: UpstreamChannel, rel: str = BIG) -> bytes:
+    return (up.root / rel).read_bytes()
+
+
+def key_of(up: UpstreamChannel, rel: str = BIG) -> str:
+    return md5_key(hashlib.md5(body(up, rel)).hexdigest())
+
+
+def row(api: Api, rel: str = BIG) -> dict:
+    return api.get(f"/api/channels/mc/files/cran-src/{rel.rsplit('/', 1)[1]}").json()
+
+
+def settled(api: Api, up: UpstreamChannel, rel: str = BIG) -> None:
+    """The rows learn the real sha256 and size once the blob is committed, which follows the
+    response's last bytes (the handler records them then, without another request)."""
+    want = body(up, rel)
+    wait_until(lambda: (row(api, rel)["sha256"], row(api, rel)["size"]) == (hashlib.sha256(want).hexdigest(),
+                                                                            len(want)))
+
+
+def stored_blobs(server: Server) -> list[Path]:
+    return [p for p in (server.data_dir / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp"]
+
+
+def test_the_first_request_is_streamed_as_it_lands(db_server: Server, cran_up: UpstreamChannel) -> None:
+    server, api = db_server, Api(db_server)
+    mirror(api, cran_up)
+    want, url = body(cran_up), f"{server.url}/api/repo/mc/cran/{BIG}"
+    assert (row(api)["sha256"], row(api)["size"]) == (key_of(cran_up), 0)  # named by its MD5sum until read
+    cran_up.fault(BIG, "slow", chunk_delay=0.02)  # 64 KiB every 20 ms: about 0.7 s for the body
+    before = cran_up.bytes_sent
+    with requests.get(url, stream=True, timeout=60) as r:
+        assert r.status_code == 200 and r.headers["Content-Length"] == str(len(want))  # the upstream's length
+        chunks = r.iter_content(16 * 1024)
+        first = next(chunks)
+        upstream_sent_at_first_byte = cran_up.bytes_sent - before
+        got = first + b"".join(chunks)
+    assert upstream_sent_at_first_byte < len(want) / 2 and got == want
+    settled(api, cran_up)
+    cran_up.clear_faults()
+    assert requests.get(url, timeout=30).content == want and cran_up.hits[BIG] == 1
+    assert in_flight(server) == []
+
+
+def test_clients_asking_at_once_share_one_upstream_download(server: Server, api: Api,
+                                                            cran_up: UpstreamChannel) -> None:
+    mirror(api, cran_up)
+    key, url = key_of(cran_up, SMALL), f"{server.url}/api/repo/mc/cran/{SMALL}"
+    gate = cran_up.fault(SMALL, "hold")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        asked = [pool.submit(requests.get, url, timeout=60) for _ in range(4)]
+        wait_until(lambda: server.platform.fetcher.waiting[key] == 4)  # every client waits for the one download
+        gate.release()
+        bodies = [f.result().content for f in asked]
+    assert bodies == [body(cran_up, SMALL)] * 4 and cran_up.hits[SMALL] == 1
+
+
+def test_a_wrong_body_cuts_the_client_stores_nothing_and_the_next_request_retries(
+        server: Server, api: Api, cran_up: UpstreamChannel) -> None:
+    mirror(api, cran_up)
+    want, url, key = body(cran_up), f"{server.url}/api/repo/mc/cran/{BIG}", key_of(cran_up)
+    cran_up.fault(BIG, "wrong", times=1)  # the last byte flipped: the MD5sum tells, at the very end
+    got = bytearray()
+    with requests.get(url, stream=True, timeout=60) as r:
+        assert r.status_code == 200  # streamed: the headers went out before the body could be checked
+        with pytest.raises(requests.exceptions.RequestException):
+            for chunk in r.iter_content(64 * 1024):
+                got += chunk
+    assert 0 < len(got) < len(want)  # cut short, never a complete download of the wrong bytes
+    wait_until(lambda: in_flight(server) == [])
+    assert stored_blobs(server) == [] and not server.platform.fetcher.present(key)
+    assert (row(api)["sha256"], row(api)["size"]) == (key, 0)  # the row unchanged
+    assert requests.get(url, timeout=60).content == want  # the next asker fetches again
+    assert cran_up.hits[BIG] == 2
+    settled(api, cran_up)
+
+
+def test_a_wrong_small_body_is_a_502_before_anything_is_sent(server: Server, api: Api,
+                                                            cran_up: UpstreamChannel) -> None:
+    """Smaller than what the fetcher holds back until the check: the client gets the error itself."""
+    mirror(api, cran_up)
+    cran_up.fault(SMALL, "wrong", times=1)
+    r = requests.get(f"{server.url}/api/repo/mc/cran/{SMALL}", timeout=30)
+    assert r.status_code == 502 and "do not match" in r.json()["error"]["message"]
+    assert row(api, SMALL)["sha256"] == key_of(cran_up, SMALL) and stored_blobs(server) == []
+
+
+def test_two_server_processes_download_once(server: Server, api: Api, cran_up: UpstreamChannel) -> None:
+    mirror(api, cran_up)
+    want, key = body(cran_up), key_of(cran_up)
+    gate = cran_up.fault(BIG, "hold")
+    with _serve_process(server.data_dir) as (other, _proc):
+        async def clients() -> list[bytes]:
+            async with aiohttp.ClientSession() as session:
+                async def one(base: str) -> bytes:
+                    async with session.get(f"{base}/api/repo/mc/cran/{BIG}") as r:
+                        assert r.status == 200
+                        return await r.read()
+
+                theirs = [asyncio.create_task(one(other)) for _ in range(3)]  # the other process leads
+                while cran_up.hits[BIG] < 1:
+                    await asyncio.sleep(0.01)
+                ours = [asyncio.create_task(one(server.url)) for _ in range(3)]
+                while server.platform.fetcher.waiting[key] < 3:
+                    await asyncio.sleep(0.01)
+                # ours follow the other process's download (and check its md5 themselves)
+                assert server.platform.fetcher._downloads[key].followed
+                gate.release()
+                return await asyncio.gather(*theirs, *ours)
+
+        assert asyncio.run(clients()) == [want] * 6
+    assert cran_up.hits[BIG] == 1
+    settled(api, cran_up)
+
+
+def test_a_wrong_body_led_by_another_process_fails_our_followers(server: Server, api: Api,
+                                                                 cran_up: UpstreamChannel) -> None:
+    mirror(api, cran_up)
+    want, key = body(cran_up), key_of(cran_up)
+    fault = cran_up.fault(BIG, "wrong", wait=True)
+    with _serve_process(server.data_dir) as (other, _proc):
+        async def clients() -> list[bytes | None]:
+            async with aiohttp.ClientSession() as session:
+                async def one(base: str) -> bytes | None:
+                    try:
+                        async with session.get(f"{base}/api/repo/mc/cran/{BIG}") as r:
+                            return await r.read() if r.status == 200 else None
+                    except aiohttp.ClientError:
+                        return None
+
+                theirs = asyncio.create_task(one(other))
+                while cran_up.hits[BIG] < 1:
+                    await asyncio.sleep(0.01)
+                ours = [asyncio.create_task(one(server.url)) for _ in range(3)]
+                while server.platform.fetcher.waiting[key] < 3:
+                    await asyncio.sleep(0.01)
+                fault.release()
+                return await asyncio.gather(theirs, *ours)
+
+        for got in asyncio.run(clients()):
+            assert got is None or len(got) < len(want)  # nobody completes a download of the wrong bytes
+    wait_until(lambda: in_flight(server) == [])
+    assert stored_blobs(server) == [] and row(api)["sha256"] == key
+    cran_up.clear_faults()
+    assert requests.get(f"{server.url}/api/repo/mc/cran/{BIG}", timeout=60).content == want
+
+
+def test_an_active_run_reads_each_new_file_once(db_server: Server, cran_up: UpstreamChannel) -> None:
+    server, api = db_server, Api(db_server)
+    run = mirror(api, cran_up, mode="active")
+    assert run["figures"]["files_done"] == 2 and run["figures"]["bytes_done"] == len(body(cran_up)) + len(
+        body(cran_up, SMALL)), run["figures"]
+    for rel in (BIG, SMALL):
+        assert cran_up.hits[rel] == 1, rel  # one read: downloaded, hashed and stored at once
+        assert (row(api, rel)["sha256"], row(api, rel)["size"]) == (hashlib.sha256(body(cran_up, rel)).hexdigest(),
+                                                                    len(body(cran_up, rel)))
+    again = wait_run(api, "up", api.post(f"{BASE}/up/run", 202).json()["id"])  # nothing new: nothing read
+    assert again["status"] == "completed" and again["figures"]["files_present"] == 2, again["figures"]
+    assert cran_up.hits[BIG] == 1 and cran_up.hits[SMALL] == 1
+    cran_up.stop()  # stored: served without the upstream
+    assert requests.get(f"{server.url}/api/repo/mc/cran/{BIG}", timeout=30).content == body(cran_up)
+
+
+def test_an_active_run_with_a_wrong_body_stores_nothing_of_it(server: Server, api: Api,
+                                                             cran_up: UpstreamChannel) -> None:
+    api.post("/api/channels", 201, json={"name": "mc"})
+    cran_up.fault(BIG, "wrong", times=1)
+    api.post(BASE, 201, json={"name": "up", "type": "cran", "mode": "active", "source_url": cran_up.url,
+                              "run_now": True})
+    run = wait_run(api, "up")
+    assert run["status"] == "failed" and "do not match" in run["description"], run
+    assert row(api)["sha256"] == key_of(cran_up) and row(api, SMALL)["size"] == len(body(cran_up, SMALL))
+    assert [p.name for p in stored_blobs(server)] == [hashlib.sha256(body(cran_up, SMALL)).hexdigest()]
+    again = wait_run(api, "up", api.post(f"{BASE}/up/run", 202).json()["id"])  # the next run fetches it
+    assert again["status"] == "completed" and cran_up.hits[BIG] == 2 and cran_up.hits[SMALL] == 1
+    assert row(api)["sha256"] == hashlib.sha256(body(cran_up)).hexdigest()
