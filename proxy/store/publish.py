@@ -28,8 +28,9 @@ from conda_platform_plugin.names import subdir_type
 from conda_platform_plugin.versions import version_key
 
 from .db import Database
-from .render import PACK, Previous, SubdirRenderer, prune_superseded, render_empty, shard_locations
+from .render import PACK, Previous, SubdirRenderer, render_empty, shard_locations
 from .render_worker import ShardWorker, job_source, split_groups, sqlite_batches
+from .retention import prune_channeldata, prune_renders
 from .tables import channels, files, renders
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ SHARD_MAPS = 8
 #: the channeldata of this many recently published channels is kept parsed in memory
 CHANNELDATA_CACHED = 4
 SHARD_WORKER_NAMES = 10_000
+SUPERSEDED_GRACE = 10.0
 
 
 # Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
@@ -103,6 +105,9 @@ class Publisher:
         #: process (render_worker; about 0.2 s to start), beside the JSON index files, when the
         #: load average says a core is free (on a busy machine a second process only adds CPU time)
         self.shard_worker_names = SHARD_WORKER_NAMES
+        #: a superseded render (and channeldata) is deleted once its successor is this many seconds
+        #: old (retention.py): longer than other server processes may still route requests to it
+        self.superseded_grace = SUPERSEDED_GRACE
         self.shard_worker_load = (os.cpu_count() or 1) - 0.5
 
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
@@ -222,7 +227,8 @@ class Publisher:
         any_full = False
         for subdir, names in sorted(changed.items()):
             prev_gen = latest.get(subdir)  # the render served now: kept, the older ones' indexes go
-            await asyncio.to_thread(prune_superseded, self.subdir_dir(cid, subdir, 0).parent, prev_gen)
+            await asyncio.to_thread(prune_renders, self.subdir_dir(cid, subdir, 0).parent, prev_gen,
+                                    self.superseded_grace)
             prev = (await asyncio.to_thread(Previous.load, self.subdir_dir(cid, subdir, prev_gen))
                     if prev_gen is not None else None)
             count, partials, all_names, full = await self._render_subdir(
@@ -247,7 +253,7 @@ class Publisher:
             policy_path.unlink(missing_ok=True)
         else:
             policy_path.write_text(fingerprint)
-        await asyncio.to_thread(_prune_channeldata, policy_path.parent, old)
+        await asyncio.to_thread(prune_channeldata, policy_path.parent, old, self.superseded_grace)
 
     async def _rendered(self, cid: int, subdir: str, gen: int, count: int) -> None:
         async with self.db.write() as conn:
@@ -261,7 +267,8 @@ class Publisher:
         """A python or cran subdir: its type's renderer (none registered: not served yet)."""
         renderer = self.index_renderers.get(subdir_type(subdir) or "")
         if renderer is not None:
-            await asyncio.to_thread(prune_superseded, self.subdir_dir(cid, subdir, 0).parent, previous, whole=True)
+            await asyncio.to_thread(prune_renders, self.subdir_dir(cid, subdir, 0).parent, previous,
+                                    self.superseded_grace, whole=True)
             count = await renderer.render(self, cid, subdir, gen, previous, names, force=force, policy=policy)
             await self._rendered(cid, subdir, gen, count)
 
@@ -538,15 +545,6 @@ def _entry_from_rows(rows: list, policy: CompiledPolicy | None) -> dict | None:
 def _load_shard_map(directory: Path) -> dict[bytes, tuple[int, int, int]]:
     prev = Previous.load(directory)
     return shard_locations(prev.layout) if prev is not None else {}
-
-
-def _prune_channeldata(directory: Path, keep: int) -> None:
-    """channeldata (and its policy fingerprint) of the generations before ``keep``, the one served
-    until the new one is: never served again (a new channel's first publish keeps everything)."""
-    for path in directory.iterdir():
-        stem, _, suffix = path.name.partition(".")
-        if suffix in ("json", "policy") and stem.isdigit() and int(stem) < keep:
-            path.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, doc: dict) -> None:

@@ -754,32 +754,6 @@ class _Compression:
         self.thread.join()
 
 
-def prune_superseded(subdir_root: Path, keep: int | None, *, whole: bool = False) -> None:
-    """Delete what the subdir's renders older than ``keep`` (the render served now, which the next
-    one splices from; all of them when None) hold: only the newest render is ever served, and a
-    response already streaming keeps its open file. A conda render keeps its shard pack (newer
-    layouts point into it) and loses its index files; ``whole``: the renders of other types (PyPI
-    pages, CRAN PACKAGES) are self-contained (a newer one hard-links what it reuses) and go
-    entirely. Without this every publish of a big subdir left its 300 MB behind for good. Done
-    before the new render writes, so that its files take the page cache the old ones held instead
-    of fresh memory (on a VM that reports freed memory to its host, writing into fresh pages costs
-    up to 8x more: 0.5 s against 0.06 s for 217 MB here)."""
-    try:
-        entries = list(os.scandir(subdir_root))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if not entry.name.isdigit() or (keep is not None and int(entry.name) >= keep):
-            continue
-        if whole:
-            shutil.rmtree(entry.path, ignore_errors=True)
-            continue
-        for fname, _ in FILE_SECTIONS:
-            for name in (fname, fname + ".zst"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(entry.path, name))
-
-
 def render_empty(out_dir: Path, gen: int, subdir: str, policy: str | None = None,
                  sign: Sign | None = None) -> RenderStats:
     r = SubdirRenderer(out_dir, gen, subdir, None, full=True, policy=policy, sign=sign)
