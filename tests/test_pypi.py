@@ -299,3 +299,126 @@ def test_cli_yanks_and_unyanks(server: Server, built: dict, tmp_path: Path) -> N
     entries = {f["filename"]: f for f in requests.get(index, headers={"Accept": JSON}, timeout=30).json()["files"]}
     assert entries[built["dep2"]["wheel"].name]["yanked"] is True
     assert entries[built["dep"]["wheel"].name]["yanked"] is False
+
+
+def test_accepted_coding_follows_what_installers_send() -> None:
+    from proxy.repo.pypi import accepted_coding
+
+    assert accepted_coding("gzip, deflate") == "gzip"  # pip 23
+    assert accepted_coding("gzip, deflate, zstd") == "zstd"  # uv 0.13
+    assert accepted_coding(None) == accepted_coding("") == accepted_coding("br, deflate") == "identity"
+    assert accepted_coding("gzip;q=0, zstd;q=0") == "identity" and accepted_coding("*") == "zstd"
+    assert accepted_coding("zstd;q=0.5, gzip") == "gzip" and accepted_coding("*;q=0.2, zstd;q=0.1") == "gzip"
+    assert accepted_coding("GZIP; Q=0.8") == "gzip" and accepted_coding("gzip;q=nope") == "identity"
+
+
+def test_pages_compressed_once_per_coding_with_304_head_and_range(server: Server, built: dict,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    import orjson
+    import zstandard
+
+    from proxy.repo import pypi as served_pages
+
+    calls: list[str] = []
+    for coding, encode in list(served_pages.ENCODERS.items()):
+        monkeypatch.setitem(served_pages.ENCODERS, coding,
+                            lambda body, c=coding, e=encode: calls.append(c) or e(body))
+    api = Api(server)
+    api.post("/api/channels", 201, json={"name": "gz"})
+    for kinds in built.values():
+        api.upload("gz", kinds["wheel"], kinds["sdist"])
+    url = f"{server.url}/api/repo/gz/pypi/simple/tiny-dep/"
+
+    def get(coding: str, method: str = "GET", **headers: str) -> requests.Response:
+        r = requests.request(method, url, headers={"Accept": PIP_ACCEPT, "Accept-Encoding": coding, **headers},
+                             stream=True, timeout=30)
+        r.raw_bytes = r.raw.read(decode_content=False)  # type: ignore[attr-defined] - the bytes as sent
+        return r
+
+    plain = get("identity")
+    assert "Content-Encoding" not in plain.headers and plain.headers["Vary"] == "Accept, Accept-Encoding"
+    body = plain.raw_bytes
+    assert orjson.loads(body)["name"] == "tiny-dep"
+    gz, zs = get("gzip, deflate"), get("gzip, deflate, zstd")
+    assert gz.headers["Content-Encoding"] == "gzip" and gzip.decompress(gz.raw_bytes) == body
+    assert zs.headers["Content-Encoding"] == "zstd" and zstandard.decompress(zs.raw_bytes) == body
+    assert len(gz.raw_bytes) < len(body) and len(zs.raw_bytes) < len(body)
+    etags = {plain.headers["ETag"], gz.headers["ETag"], zs.headers["ETag"]}
+    assert len(etags) == 3 and all(e.startswith('"') and e.endswith('"') for e in etags)  # strong, one each
+    for _ in range(3):
+        assert get("gzip").raw_bytes == gz.raw_bytes and get("zstd").raw_bytes == zs.raw_bytes
+    assert sorted(calls) == ["gzip", "zstd"]  # once per coding, not per request
+
+    # 304s per representation: another coding's validator does not match
+    again = get("gzip", **{"If-None-Match": gz.headers["ETag"]})
+    assert again.status_code == 304 and again.headers["ETag"] == gz.headers["ETag"] and not again.raw_bytes
+    assert get("identity", **{"If-None-Match": gz.headers["ETag"]}).status_code == 200
+    assert get("zstd", **{"If-None-Match": f'"x", W/{zs.headers["ETag"]}'}).status_code == 304
+    # HEAD: the headers of the GET, no body
+    head = get("gzip", "HEAD")
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(gz.raw_bytes)
+    assert head.headers["ETag"] == gz.headers["ETag"] and head.raw_bytes == b""
+    # Range: bytes of the selected (compressed) representation, checked by If-Range against its ETag
+    part = get("gzip", Range="bytes=0-9")
+    assert part.status_code == 206 and part.raw_bytes == gz.raw_bytes[:10]
+    assert part.headers["Content-Range"] == f"bytes 0-9/{len(gz.raw_bytes)}"
+    tail = get("zstd", Range="bytes=-7", **{"If-Range": zs.headers["ETag"]})
+    assert tail.status_code == 206 and tail.raw_bytes == zs.raw_bytes[-7:]
+    rest = get("identity", Range=f"bytes=5-{len(body) + 100}")
+    assert rest.status_code == 206 and rest.raw_bytes == body[5:]
+    assert get("gzip", Range="bytes=0-9", **{"If-Range": plain.headers["ETag"]}).raw_bytes == gz.raw_bytes
+    assert get("gzip", Range="bytes=0-1,4-5").status_code == 200  # several ranges: the whole page
+    bad = get("gzip", Range=f"bytes={len(gz.raw_bytes)}-")
+    assert bad.status_code == 416 and bad.headers["Content-Range"] == f"bytes */{len(gz.raw_bytes)}"
+    assert get("identity", Range="bytes=-0").status_code == 416
+    assert get("gzip", "HEAD", Range="bytes=0-9").status_code == 200  # ranges are for GET only
+
+
+def test_mirror_reader_decodes_gzip_pages(server: Server, hosted: str) -> None:
+    """Mirrors read indexes through Upstream.read, which asks for gzip and decodes it (its session
+    leaves package files as sent): our compressed pages, a 304, a bomb, a torn stream."""
+    import asyncio
+    import gzip
+
+    from aiohttp import web
+
+    from conda_platform_plugin.errors import UpstreamError
+    from proxy.mirror.http import Upstream
+
+    bomb = gzip.compress(b"\0" * (4 << 20))
+    routes = {"/bomb": bomb, "/torn": gzip.compress(b"x" * 5000)[:-20], "/ok": gzip.compress(b"fine")}
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=routes[request.path], headers={"Content-Encoding": "gzip"})
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_get("/{name}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        upstream = Upstream()
+        try:
+            url = hosted + "tiny-dep/"
+            status, headers, body = await upstream.read(url, limit=1 << 20, headers={"Accept": JSON})
+            headers = {k.lower(): v for k, v in headers.items()}
+            assert status == 200 and headers["content-encoding"] == "gzip"
+            assert body == requests.get(url, headers={"Accept": JSON, "Accept-Encoding": "identity"},
+                                        timeout=30).content
+            status, _, body = await upstream.read(url, limit=1 << 20, ok=(200, 304),
+                                                  headers={"Accept": JSON, "If-None-Match": headers["etag"]})
+            assert (status, body) == (304, b"")
+            assert (await upstream.read(base + "/ok", limit=10))[2] == b"fine"
+            with pytest.raises(UpstreamError, match="over the limit of 1048576 bytes"):
+                await upstream.read(base + "/bomb", limit=1 << 20)  # 4 MB from 4 KB: the limit is on what it decodes to
+            with pytest.raises(UpstreamError, match="broken gzip body"):
+                await upstream.read(base + "/torn", limit=1 << 20)
+        finally:
+            await upstream.close()
+            await runner.cleanup()
+
+    asyncio.run(go())

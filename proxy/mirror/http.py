@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -76,12 +77,25 @@ class Upstream:
 
     async def read(self, url: str, *, limit: int, headers: dict[str, str] | None = None,
                    ok: tuple[int, ...] = (200,)) -> tuple[int, dict[str, str], bytes]:
-        """The whole body (at most ``limit`` bytes) with the status and headers."""
-        async with self.get(url, headers, ok) as resp:
+        """The whole body (at most ``limit`` bytes, decoded) with the status and headers. Indexes are
+        asked for gzip-coded (PyPI and our own server compress pages) and decoded here: the session
+        does not decompress, so that package files are verified exactly as sent."""
+        async with self.get(url, {"Accept-Encoding": "gzip", **(headers or {})}, ok) as resp:
+            coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+            if coding not in ("identity", "gzip"):
+                raise UpstreamError(f"upstream sent {redact(url)} in Content-Encoding {coding!r}, not asked for")
+            decoder = zlib.decompressobj(wbits=31) if coding == "gzip" and resp.status not in (204, 304) else None
             chunks, total = [], 0
-            async for chunk in resp.content.iter_chunked(1 << 20):  # network errors: see get()
-                total += len(chunk)
-                if total > limit:
-                    raise UpstreamError(f"upstream body of {redact(url)} is over the limit of {limit} bytes")
-                chunks.append(chunk)
+            try:
+                async for chunk in resp.content.iter_chunked(1 << 20):  # network errors: see get()
+                    if decoder is not None:
+                        chunk = decoder.decompress(chunk, limit - total + 1)  # (more than that: over the limit)
+                    total += len(chunk)
+                    if total > limit:
+                        raise UpstreamError(f"upstream body of {redact(url)} is over the limit of {limit} bytes")
+                    chunks.append(chunk)
+                if decoder is not None and not decoder.eof:
+                    raise zlib.error("the gzip stream ends early")
+            except zlib.error as e:
+                raise UpstreamError(f"upstream sent a broken gzip body for {redact(url)}: {e}") from None
             return resp.status, dict(resp.headers), b"".join(chunks)

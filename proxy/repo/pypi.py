@@ -5,14 +5,25 @@ PEP 691 JSON chosen from the Accept header (q-values; ``?format=`` overrides); `
 serves a file's bytes (HEAD, Range; a passive mirror's file is fetched on first request) and
 ``files/<filename>.metadata`` its core metadata (PEP 658). Pages are files rendered once per
 published generation (proxy/repo/pypi_index.py): no database query answers one.
+
+Pages are answered from memory (``PageCache``), in the content coding the client accepts of the
+two real installers send: pip ``gzip, deflate``, uv ``gzip, deflate, zstd``. Each coding of a page
+is compressed once, on its first request, and kept beside the page with its own strong ETag
+(``Vary: Accept, Accept-Encoding``). A Range request gets bytes of the representation it selects
+(RFC 9110 §14: ranges apply to the selected representation, here the compressed bytes), and
+If-Range compares that representation's ETag.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
+import zstandard
 from aiohttp import web
 
 from conda_platform_plugin.errors import NotFound
@@ -65,49 +76,143 @@ def negotiate(accept: str | None, fmt: str | None = None) -> tuple[str, str] | N
     return best[2] if best else None
 
 
+#: the content codings pages are offered in, preferred first when a client accepts both
+ENCODERS: dict[str, Callable[[bytes], bytes]] = {
+    "zstd": lambda body: zstandard.ZstdCompressor(level=10).compress(body),  # (a compressor is one thread's)
+    "gzip": lambda body: gzip.compress(body, compresslevel=6, mtime=0),
+}
+#: pages larger than this are compressed in a thread, not on the event loop
+INLINE_COMPRESS = 64 << 10
+IDENTITY = "identity"
+#: one representation of a page: its bytes, strong ETag and Content-Encoding (None: not coded)
+Representation = tuple[bytes, str, str | None]
+
+
+def accepted_coding(accept_encoding: str | None) -> str:
+    """The coding of ENCODERS to answer with for an Accept-Encoding header (highest q, then our
+    preference; ``*`` stands for the codings not named), else identity."""
+    if not accept_encoding:
+        return IDENTITY
+    qs: dict[str, float] = {}
+    for part in accept_encoding.split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for p in params:
+            key, _, value = p.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding:
+            qs[coding.lower()] = q
+    best, best_q = IDENTITY, 0.0
+    for coding in ENCODERS:
+        q = qs.get(coding, qs.get("*", 0.0))
+        if q > best_q:
+            best, best_q = coding, q
+    return best
+
+
 class PageCache:
     """Rendered pages in memory: a page file never changes once its generation is rendered, and
-    answering a small page from bytes skips FileResponse's stat/open/sendfile round trips."""
+    answering a small page from bytes skips FileResponse's stat/open/sendfile round trips. Each
+    entry holds the page's representations by coding, each compressed once, when first asked for."""
 
     def __init__(self, max_bytes: int = 64 << 20):
         self.max_bytes = max_bytes
         self.size = 0
-        self.pages: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
+        self.pages: OrderedDict[tuple, dict[str, Representation]] = OrderedDict()
 
-    def get(self, path: Path) -> tuple[bytes, str] | None:
+    async def get(self, path: Path, coding: str = IDENTITY) -> Representation | None:
         try:  # the file's identity is part of the key: a channel id reused after a delete renders anew
             st = path.stat()
         except FileNotFoundError:
             return None
         key = (path, st.st_ino, st.st_mtime_ns, st.st_size)
-        hit = self.pages.get(key)
-        if hit is not None:
+        entry = self.pages.get(key)
+        if entry is not None:
             self.pages.move_to_end(key)
-            return hit
-        try:
-            body = path.read_bytes()  # a few KB: cheaper inline than a thread hop
-        except FileNotFoundError:
-            return None
-        hit = (body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"')
-        self.pages[key] = hit
-        self.size += len(body)
-        while self.size > self.max_bytes and self.pages:
-            self.size -= len(self.pages.popitem(last=False)[1][0])
+        else:
+            try:
+                body = path.read_bytes()  # a few KB: cheaper inline than a thread hop
+            except FileNotFoundError:
+                return None
+            entry = self.pages[key] = {IDENTITY: (body, f'"{hashlib.blake2b(body, digest_size=12).hexdigest()}"',
+                                                  None)}
+            self._grow(len(body))
+        hit = entry.get(coding)
+        if hit is None:
+            body, etag, _ = entry[IDENTITY]
+            encode = ENCODERS[coding]
+            coded = encode(body) if len(body) <= INLINE_COMPRESS else await asyncio.to_thread(encode, body)
+            # not smaller (a tiny page): the plain bytes serve that client too
+            hit = (coded, f'{etag[:-1]}-{coding}"', coding) if len(coded) < len(body) else entry[IDENTITY]
+            if coding not in entry and key in self.pages:  # (evicted or filled while compressing: not counted)
+                entry[coding] = hit
+                self._grow(len(hit[0]) if hit[2] else 0)
         return hit
+
+    def _grow(self, n: int) -> None:
+        self.size += n
+        while self.size > self.max_bytes and self.pages:
+            _, evicted = self.pages.popitem(last=False)
+            self.size -= len(evicted[IDENTITY][0]) + sum(len(b) for b, _, coding in evicted.values() if coding)
 
 
 PAGES = PageCache()
 
 
-def _page(request: web.Request, path: Path, variant: tuple[str, str]) -> web.Response:
-    hit = PAGES.get(path)
+def _matches(etag: str, header: str) -> bool:
+    """If-None-Match's weak comparison against one of our strong ETags."""
+    return any(t.strip() in ("*", etag, "W/" + etag) for t in header.split(","))
+
+
+#: what ``_range`` answers when nothing of a range is satisfiable (a 416)
+UNSATISFIABLE = slice(0, 0)
+
+
+def _range(request: web.Request, size: int, etag: str) -> slice | None:
+    """The bytes a GET's Range asks for (None: the whole representation, also for what RFC 9110
+    §14.2 lets a server ignore: malformed or several ranges, an If-Range of another
+    representation); UNSATISFIABLE when nothing of it is in the representation."""
+    if request.method != "GET" or "Range" not in request.headers:
+        return None
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != etag:  # strong comparison; we send no Last-Modified
+        return None
+    try:
+        rng = request.http_range
+    except ValueError:
+        return None
+    start, stop = rng.start, rng.stop
+    if start < 0:  # the last -start bytes
+        start = max(0, size + start)
+    if start >= size or request.headers["Range"].strip().lower() == "bytes=-0":  # (a suffix of nothing)
+        return UNSATISFIABLE
+    return slice(start, min(stop, size) if stop is not None else size)
+
+
+async def _page(request: web.Request, path: Path, variant: tuple[str, str]) -> web.Response:
+    hit = await PAGES.get(path, accepted_coding(request.headers.get("Accept-Encoding")))
     if hit is None:
         raise NotFound(f"{path.stem} is not a project of this channel")
-    body, etag = hit
-    headers = {"Content-Type": variant[1], "Vary": "Accept", "Cache-Control": INDEX_CACHE, "ETag": etag}
-    if etag in request.headers.get("If-None-Match", ""):
+    body, etag, coding = hit
+    headers = {"Content-Type": variant[1], "Vary": "Accept, Accept-Encoding", "Cache-Control": INDEX_CACHE,
+               "ETag": etag, "Accept-Ranges": "bytes"}
+    if coding:
+        headers["Content-Encoding"] = coding
+    if _matches(etag, request.headers.get("If-None-Match", "")):
+        headers.pop("Content-Encoding", None)  # (a 304 has no content to code)
         return web.Response(status=304, headers=headers)
-    return web.Response(body=body, headers=headers)
+    part = _range(request, len(body), etag)
+    if part is None:
+        return web.Response(body=body, headers=headers)
+    if part is UNSATISFIABLE:  # (as FileResponse answers it: the size, no body)
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{len(body)}", "ETag": etag,
+                                                 "Vary": headers["Vary"]})
+    headers["Content-Range"] = f"bytes {part.start}-{part.stop - 1}/{len(body)}"
+    return web.Response(status=206, body=body[part], headers=headers)
 
 
 def _moved(request: web.Request, path: str) -> web.HTTPMovedPermanently:
@@ -127,14 +232,14 @@ async def pypi(request: web.Request, platform: Platform, served: Served, rest: l
         if len(rest) == 1:
             if base is None:  # a channel without python files: an empty index, not an error
                 return web.Response(body=EMPTY[variant[0]], headers={"Content-Type": variant[1], "Vary": "Accept"})
-            return _page(request, base / f"simple.{variant[0]}", variant)
+            return await _page(request, base / f"simple.{variant[0]}", variant)
         project = normalize_name(rest[1])
         if project != rest[1]:  # as PyPI does: the normalized name is the page's one URL
             head, _, _ = request.path.rstrip("/").rpartition("/")
             raise _moved(request, f"{head}/{project}/")
         if base is None:
             raise NotFound(f"{project} is not a project of this channel")
-        return _page(request, base / "p" / f"{project}.{variant[0]}", variant)
+        return await _page(request, base / "p" / f"{project}.{variant[0]}", variant)
     if rest[:1] == ["files"] and len(rest) == 2:
         name = check_filename(rest[1])
         if name.endswith(".metadata"):
