@@ -265,3 +265,55 @@ def test_dependencies_tab_of_python_and_r_packages(server: Server, api: Api, tmp
     assert "No dependencies." not in page
     page = html.unescape(s.get(server.url + "/channels/mixed/packages/cran/tinyr?tab=dependencies").text)
     assert "tinydep (>= 0.1)" in page and "missing" in page and "No dependencies." not in page
+
+
+def test_channel_tree_is_one_query_per_page(server: Server, api: Api, world: dict) -> None:
+    """The navigation, the channel list, the channel header and the move/copy targets share one
+    read of the viewer's channels: a page costs the same number of queries with 2 channels or 12."""
+    import sqlalchemy as sa
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+        statements.append(statement)
+
+    engine = server.platform.db.engine.sync_engine
+    admin, rita = browser_session(server, server.admin_token), browser_session(server, world["rita"])
+    pages = ("/channels", "/channels/open", "/channels/team", "/channels/team/settings")
+
+    def costs(s: requests.Session) -> dict[str, int]:
+        out = {}
+        for page in pages:
+            s.get(server.url + page)  # caches warm: the figure is the page's own
+            statements.clear()
+            r = s.get(server.url + page)
+            out[page] = len(statements)
+            assert r.status_code == (403 if s is rita and page.endswith("settings") else 200), page
+        return out
+
+    api.post("/api/channels/team/subchannels", json={"name": "sub"}, expect=201)
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        before = costs(admin), costs(rita)
+        for i in range(10):
+            api.post("/api/channels", json={"name": f"more{i}", "private": i % 2 == 1}, expect=201)
+            api.post(f"/api/channels/more{i}/subchannels", json={"name": "sub"}, expect=201)
+        assert all(before[0].values()) and (costs(admin), costs(rita)) == before
+        statements.clear()
+        admin.get(server.url + "/channels/team")  # the Packages tab: navigation and move/copy targets
+        listing = [s for s in statements if "FROM channels" in s and "WHERE channels.name =" not in s
+                   and "WHERE channels.id =" not in s]
+        assert len(listing) == 1, listing
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    # what the one read shows: every visible channel in the navigation, subchannels under theirs,
+    # the writable ones (channels and subchannels) as move/copy targets; rita sees no private more*
+    page = admin.get(server.url + "/channels/team").text
+    assert all(f'href="/channels/more{i}"' in page for i in range(10))
+    targets = re.findall(r"<option>([^<]+)</option>", re.search(r'<select id="target".*?</select>', page, re.S)[0])
+    assert targets[:4] == ["more0", "more0/sub", "more1", "more1/sub"] and "team" not in targets
+    assert {"open", "team/sub", "more9/sub"} <= set(targets)
+    seen = rita.get(server.url + "/channels").text
+    assert "more0" in seen and "more1" not in seen and "team" in seen and "more0/sub" in seen
+    assert rita.get(server.url + "/channels?page=2").status_code == 200
+

@@ -103,6 +103,14 @@ class ChannelStore:
             ).all()
         return [_channel(r) for r in rows], total
 
+    async def visible(self, identity: Identity) -> list[Channel]:
+        """Every channel and subchannel ``identity`` may see, by name, in one query (the web pages'
+        channel tree; ``list`` pages one level)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(*_COLUMNS).where(readable_condition(identity))
+                                       .order_by(channels.c.name))).all()
+        return [_channel(r) for r in rows]
+
     async def update(self, path: str, *, description: str | None = None, private: bool | None = None) -> Channel:
         ch = await self.get(path)
         values: dict = {"updated_at": time.time()}

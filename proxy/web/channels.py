@@ -12,11 +12,11 @@ from conda_platform_plugin.names import ARTIFACT_TYPES
 
 from ..api import files as files_api
 from ..api.routing import auth_of, channel_path, identity_of, platform_of
-from ..store.channels import Channel, normalize
+from ..store.channels import normalize
 from ..store.files import file_key
 from ..store.times import iso_time
 from .listing import UPLOADED, Filters, list_files, subdirs
-from .pages import channel_url, form_of, pages, redirect, render, values
+from .pages import channel_tree, channel_url, form_of, pages, redirect, render, values
 
 PER_PAGE = 50
 MAX_SELECTED = 1000
@@ -37,9 +37,7 @@ async def channel_context(request: web.Request, tab: str) -> dict:
     its subchannels and its applied policy."""
     platform, identity = platform_of(request), identity_of(request)
     ch = await platform.channels.get(channel_path(request))
-    subs: list[Channel] = []
-    if not ch.is_subchannel:
-        subs, _ = await platform.channels.list(parent=ch.name, per_page=200, visible_to=identity)
+    subs = next((subs for top, subs in await channel_tree(request) if top.id == ch.id), [])
     policy = await platform.policy.policy_of_channel(ch.name)
     return {"ch": ch, "tab": tab, "subchannels": [s.name for s in subs], "policy": policy,
             "may_write": identity.can_channel(ch.name, "write"),
@@ -50,13 +48,11 @@ async def channel_context(request: web.Request, tab: str) -> dict:
 # -- the list and create ---------------------------------------------------------------------
 @pages.page("GET", "/channels", permission="public")
 async def channel_list(request: web.Request) -> web.Response:
-    platform, identity = platform_of(request), identity_of(request)
     page = page_number(request)
-    items, total = await platform.channels.list(page=page, per_page=PER_PAGE, visible_to=identity)
-    rows = []
-    for ch in items:
-        subs, _ = await platform.channels.list(parent=ch.name, per_page=200, visible_to=identity)
-        rows.append({"ch": ch, "subchannels": [s.name for s in subs]})
+    tree = await channel_tree(request)
+    rows = [{"ch": ch, "subchannels": [s.name for s in subs]}
+            for ch, subs in tree[(page - 1) * PER_PAGE:page * PER_PAGE]]
+    total = len(tree)
     return await render(request, "channels.html", {"rows": rows, "total": total, "page": page,
                                                    "pages": max(1, -(-total // PER_PAGE))})
 
@@ -170,13 +166,7 @@ def _row(r) -> dict:  # noqa: ANN001 - a file row
 
 async def visible_channels(request: web.Request) -> list[str]:
     """The names of the channels and subchannels the viewer sees, each channel before its subchannels."""
-    platform, identity = platform_of(request), identity_of(request)
-    tops, _ = await platform.channels.list(per_page=200, visible_to=identity)
-    out = []
-    for top in tops:
-        subs, _ = await platform.channels.list(parent=top.name, per_page=200, visible_to=identity)
-        out.extend(c.name for c in (top, *subs))
-    return out
+    return [c.name for top, subs in await channel_tree(request) for c in (top, *subs)]
 
 
 async def _targets(request: web.Request) -> list[str]:

@@ -16,10 +16,15 @@ from conda_platform_plugin.access import ANONYMOUS
 from conda_platform_plugin.errors import PlatformError, Unauthorized
 
 from ..api.routing import IDENTITY, auth_of, channel_path, identity_of, platform_of
+from ..store.channels import Channel
 from . import session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORM = web.RequestKey("web_form", dict)
+#: the viewer's channel tree, read once per request (see channel_tree)
+TREE = web.RequestKey("web_channel_tree", list)
+#: the top-level channels the navigation shows
+NAV_MAX = 200
 _CHANNEL = "/channels/{channel}"
 #: pages: only our own scripts, styles and images; readmes show in a sandboxed frame
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
@@ -128,15 +133,31 @@ async def error_page(request: web.Request, error: PlatformError) -> web.Response
     return response
 
 
+async def channel_tree(request: web.Request) -> list[tuple[Channel, list[Channel]]]:
+    """The channels the viewer sees, each top-level one with its visible subchannels, by name. One
+    query per request, shared by the navigation, the channel list, the channel header and the
+    move/copy and policy choices. A subchannel shows under its channel only (not when the
+    viewer cannot see the channel), as listing channel by channel did."""
+    tree = request.get(TREE)
+    if tree is None:
+        tree, tops = [], {}
+        for ch in await platform_of(request).channels.visible(identity_of(request)):
+            if not ch.is_subchannel:
+                tops[ch.id] = (ch, [])
+                tree.append(tops[ch.id])
+            elif ch.parent_id in tops:  # (a parent's name sorts before its subchannels')
+                tops[ch.parent_id][1].append(ch)
+        request[TREE] = tree
+    return tree
+
+
 async def render(request: web.Request, template: str, context: dict, status: int = 200) -> web.Response:
     """A page with what every page needs: who is signed in, the form token, the navigation."""
     identity = identity_of(request)
-    platform = platform_of(request)
-    nav, _ = await platform.channels.list(per_page=200, visible_to=identity)
     base = {
         "identity": identity,
         "csrf": session.csrf_token(request) if request.cookies.get(session.COOKIE) else "",
-        "nav_channels": [c.name for c in nav],
+        "nav_channels": [top.name for top, _ in (await channel_tree(request))[:NAV_MAX]],
         "may": {
             "create_channels": identity.has("channels.create"),
             "create_subchannels": any(level == "manage" for level in identity.channel_grants.values()),
