@@ -317,3 +317,20 @@ def test_channel_tree_is_one_query_per_page(server: Server, api: Api, world: dic
     assert "more0" in seen and "more1" not in seen and "team" in seen and "more0/sub" in seen
     assert rita.get(server.url + "/channels?page=2").status_code == 200
 
+
+def test_pages_answer_head(server: Server, world: dict) -> None:
+    """Every GET page answers HEAD like its GET, without a body, behind the same checks."""
+    anon, mia = browser_session(server, None), browser_session(server, world["mia"])
+    for s, page in ((anon, "/channels"), (anon, "/channels/open"), (mia, "/channels/team"),
+                    (mia, "/channels/team/settings"), (mia, "/mirrors"), (anon, "/static/style.css")):
+        got, head = s.get(server.url + page), s.head(server.url + page)
+        assert (got.status_code, head.status_code) == (200, 200), page
+        assert head.content == b"" and head.headers["Content-Type"] == got.headers["Content-Type"], page
+        assert int(head.headers["Content-Length"]) == len(got.content), page
+    assert anon.head(server.url + "/channels/team").status_code == 404  # private: nothing to strangers
+    r = anon.head(server.url + "/channels/open/settings", allow_redirects=False)
+    assert r.status_code == 303 and r.headers["Location"] == "/signin?next=/channels/open/settings"
+    assert mia.head(server.url + "/channels/open/settings").status_code == 403
+    assert "Content-Security-Policy" in anon.head(server.url + "/channels").headers
+    routes = {(r.method, r.resource.canonical) for r in server.app.router.routes() if hasattr(r.handler, "page")}
+    assert all(("HEAD", path) in routes for method, path in routes if method == "GET")

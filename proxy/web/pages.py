@@ -55,7 +55,10 @@ class PageTable:
 
     def install(self, app: web.Application) -> None:
         for p in self.pages:
-            app.router.add_route(p.method, p.path, _guard(p))
+            guarded = _guard(p)
+            app.router.add_route(p.method, p.path, guarded)
+            if p.method == "GET":  # as the API's: every page answers HEAD (link checkers and monitors probe)
+                app.router.add_route("HEAD", p.path, guarded)
 
 
 pages = PageTable()
@@ -95,7 +98,7 @@ def _guard(page: Page) -> Handler:
             raise
         except Unauthorized as e:
             status = e.status
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):
                 raise web.HTTPSeeOther(f"/signin?next={quote(request.path_qs)}") from None
             return await error_page(request, e)
         except PlatformError as e:
