@@ -165,6 +165,27 @@ def test_two_server_processes_download_once(server: Server, api: Api, cran_up: U
     settled(api, cran_up)
 
 
+def test_a_follower_in_another_process_streams_too(server: Server, api: Api, cran_up: UpstreamChannel) -> None:
+    """The leader names the upstream's Content-Length in its lock file: followers stream as well."""
+    mirror(api, cran_up)
+    want = body(cran_up)
+    cran_up.fault(BIG, "slow", chunk_delay=0.02)
+    with _serve_process(server.data_dir) as (other, _proc), concurrent.futures.ThreadPoolExecutor(1) as pool:
+        theirs = pool.submit(requests.get, f"{other}/api/repo/mc/cran/{BIG}", timeout=60)  # the other process leads
+        wait_until(lambda: cran_up.hits[BIG] == 1)
+        before = cran_up.bytes_sent
+        with requests.get(f"{server.url}/api/repo/mc/cran/{BIG}", stream=True, timeout=60) as r:
+            assert r.status_code == 200 and r.headers["Content-Length"] == str(len(want))
+            chunks = r.iter_content(16 * 1024)
+            first = next(chunks)
+            upstream_sent_at_first_byte = cran_up.bytes_sent - before
+            assert server.platform.fetcher._downloads[key_of(cran_up)].followed
+            got = first + b"".join(chunks)
+        assert theirs.result().content == want
+    assert upstream_sent_at_first_byte < len(want) / 2 and got == want and cran_up.hits[BIG] == 1
+    settled(api, cran_up)
+
+
 def test_a_wrong_body_led_by_another_process_fails_our_followers(server: Server, api: Api,
                                                                  cran_up: UpstreamChannel) -> None:
     mirror(api, cran_up)

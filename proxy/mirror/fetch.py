@@ -315,9 +315,11 @@ class Fetcher:
         watch = _Stall(self.stall_timeout)
         try:
             while True:
+                have = os.fstat(d.fd).st_size
                 if d.size is None:  # the leader names it in its lock file before its first byte lands
                     d.size = (self._holder(d.key) or (None, None))[1]
-                have = min(os.fstat(d.fd).st_size, d.size if d.size is not None else _NO_LIMIT)
+                if d.size is not None:
+                    have = min(have, d.size)
                 watch.check(have, d.key)
                 if have > d.written:
                     d.landed(await asyncio.to_thread(_hash_range, digests, d.fd, d.written, have - d.written))
