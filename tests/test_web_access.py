@@ -334,3 +334,35 @@ def test_pages_answer_head(server: Server, world: dict) -> None:
     assert "Content-Security-Policy" in anon.head(server.url + "/channels").headers
     routes = {(r.method, r.resource.canonical) for r in server.app.router.routes() if hasattr(r.handler, "page")}
     assert all(("HEAD", path) in routes for method, path in routes if method == "GET")
+
+
+def test_mirror_form_concurrency(server: Server, api: Api) -> None:
+    """The form's concurrency goes to the domain, which checks it; a refusal comes back in the form."""
+    api.post("/api/channels", json={"name": "mc"}, expect=201)
+    admin = browser_session(server, server.admin_token)
+    token = form_token(admin, server)
+    assert re.search(r'id="m-concurrency"[^>]*max="64"[^>]*value="4"', admin.get(
+        server.url + "/channels/mc/mirrors/new").text)  # the domain's default and limit
+    base = {"csrf": token, "mode": "active", "cron": "0 0 1 * *", "policy_from": "channel", "type": "conda",
+            "source_url": "https://conda.example/forge"}
+    for bad in ("0", "65", "many", "2.5"):
+        r = admin.post(server.url + "/channels/mc/mirrors/new", data={**base, "name": "c", "concurrency": bad})
+        assert r.status_code == 400 and "&#39;concurrency&#39; must be a whole number from 1 to 64" in r.text, bad
+        assert re.search(rf'id="m-concurrency"[^>]*value="{re.escape(bad)}"', r.text)  # the value kept
+        assert 'value="https://conda.example/forge"' in r.text
+    assert api.get("/api/channels/mc/mirrors").json()["total"] == 0  # nothing left behind
+    r = admin.post(server.url + "/channels/mc/mirrors/new", data={**base, "name": "c", "concurrency": "8"},
+                   allow_redirects=False)
+    assert r.status_code == 303 and api.get("/api/channels/mc/mirrors/c").json()["concurrency"] == 8
+    r = admin.post(server.url + "/channels/mc/mirrors/new", data={**base, "name": "d", "concurrency": " "},
+                   allow_redirects=False)
+    assert r.status_code == 303 and api.get("/api/channels/mc/mirrors/d").json()["concurrency"] == 4
+    edit = server.url + "/channels/mc/mirrors/c/edit"
+    assert re.search(r'id="m-concurrency"[^>]*value="8"', admin.get(edit).text)
+    r = admin.post(edit, data={**base, "name": "c", "concurrency": "16"}, allow_redirects=False)
+    assert r.status_code == 303 and api.get("/api/channels/mc/mirrors/c").json()["concurrency"] == 16
+    r = admin.post(edit, data={**base, "name": "c", "concurrency": "-1"})
+    assert r.status_code == 400 and "must be a whole number from 1 to 64" in html.unescape(r.text)
+    assert re.search(r'id="m-concurrency"[^>]*value="-1"', r.text)
+    r = admin.post(edit, data={**base, "name": "c", "concurrency": ""}, allow_redirects=False)
+    assert r.status_code == 303 and api.get("/api/channels/mc/mirrors/c").json()["concurrency"] == 16  # kept

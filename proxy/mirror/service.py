@@ -36,6 +36,8 @@ TYPES = ("conda", "python", "cran")
 EDITABLE = {"name", "source_url", "subdirs", "cron", "concurrency", "policy", "type", "projects"}
 FIELDS = EDITABLE | {"mode", "run_now"}
 MAX_CONCURRENCY = 64
+#: active downloads at once when a mirror does not say
+DEFAULT_CONCURRENCY = 4
 
 
 def check_source_url(value: object) -> str:
@@ -142,7 +144,7 @@ class Mirrors:
         subdirs = (check_cran_subdirs if type_ == "cran" else check_subdirs)(body.get("subdirs"))
         projects = _type_fields(type_, body, subdirs)
         cron = check_cron(body.get("cron", DEFAULT_CRON))
-        concurrency = check_concurrency(body.get("concurrency", 4))
+        concurrency = check_concurrency(body.get("concurrency", DEFAULT_CONCURRENCY))
         run_now = _flag(body.get("run_now", False), "run_now")
         policy_id = (await self.platform.policy.mirror_policy_id(body["policy"], ch.id, name)
                      if body.get("policy") is not None else None)

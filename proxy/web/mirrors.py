@@ -13,6 +13,7 @@ from conda_platform_plugin.errors import BadRequest, Forbidden, PlatformError
 from ..api import mirrors as mirrors_api
 from ..api.routing import channel_path, identity_of, json_response, platform_of
 from ..mirror.clock import DEFAULT_CRON
+from ..mirror.service import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from ..store.channels import normalize
 from ..store.mirrors import ACTIVE
 from .channels import channel_context, page_number
@@ -95,6 +96,12 @@ def _body(form: dict, editing: bool) -> dict:
                   "run_now": form.get("run_now") == "on"}
     if not editing:
         body["mode"] = form.get("mode", "passive")
+    concurrency = form.get("concurrency", "").strip()
+    if concurrency:  # the domain checks it (a text that is no whole number is refused there, with the rule)
+        try:
+            body["concurrency"] = int(concurrency)
+        except ValueError:
+            body["concurrency"] = concurrency
     if body["type"] == "python":  # a python mirror names its projects (requirements); the others, subdirs
         body["projects"] = [line.strip() for line in form.get("projects", "").splitlines() if line.strip()]
     else:
@@ -117,13 +124,14 @@ async def _form(request: web.Request, mirror: dict | None, values: dict, error: 
     return await render(request, "mirror_form.html", {
         **context, "mirror": mirror, "values": values, "error": error, "types": MIRROR_TYPES,
         "policies": policies, "default_cron": DEFAULT_CRON, "cron_reading": reading(cron),
+        "default_concurrency": DEFAULT_CONCURRENCY, "max_concurrency": MAX_CONCURRENCY,
     }, status=error.status if error else 200)
 
 
 @pages.page("GET", "/channels/{channel}/mirrors/new", permission="channel.manage")
 async def new_mirror(request: web.Request) -> web.Response:
     return await _form(request, None, {"mode": "passive", "type": "conda", "cron": DEFAULT_CRON,
-                                       "policy_from": "channel"})
+                                       "concurrency": DEFAULT_CONCURRENCY, "policy_from": "channel"})
 
 
 @pages.page("POST", "/channels/{channel}/mirrors/new", permission="channel.manage")
@@ -139,7 +147,8 @@ async def create_mirror(request: web.Request) -> web.Response:
 
 def _values(m: dict) -> dict:
     return {"name": m["name"], "mode": m["mode"], "source_url": m["source_url"], "type": m["type"],
-            "cron": m["cron"], "subdirs": " ".join(m["subdirs"] or []), "projects": "\n".join(m.get("projects") or []),
+            "cron": m["cron"], "concurrency": m["concurrency"], "subdirs": " ".join(m["subdirs"] or []),
+            "projects": "\n".join(m.get("projects") or []),
             "policy": m["policy"] or "",
             "policy_from": "own" if m["policy"] else "channel"}
 
