@@ -23,10 +23,12 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import orjson
+import sqlalchemy as sa
 
 from conda_platform_plugin.errors import BadRequest, UpstreamError
 from conda_platform_plugin.names import is_cran_subdir
@@ -141,12 +143,14 @@ def _filtered(out: Prepared, fn: str, name: str, version: str, rule: str, reason
     out.by_rule[rule] += 1
 
 
-async def settle(platform: Platform, name: str, key: str, stored: Stored) -> None:
-    """The rows that named a file of ``name`` by its download key get its real sha256 and size
-    (every channel's and mirror's; idempotent)."""
-    async with platform.db.write() as conn:
-        await conn.execute(files.update().where(files.c.name == name, files.c.sha256 == key)
-                           .values(sha256=stored.sha256, size=stored.size))
+async def settle(platform: Platform, learnt: Iterable[tuple[str, str, Stored]]) -> None:
+    """The rows that named a file of ``name`` by its download ``key`` get its real sha256 and size
+    (every channel's and mirror's; idempotent): ``learnt`` holds (name, key, stored)."""
+    params = [{"n": name, "k": key, "s": stored.sha256, "z": stored.size} for name, key, stored in learnt]
+    if params:
+        async with platform.db.write() as conn:
+            await conn.execute(files.update().where(files.c.name == sa.bindparam("n"), files.c.sha256 == sa.bindparam("k"))
+                               .values(sha256=sa.bindparam("s"), size=sa.bindparam("z")), params)
 
 
 SOURCES["cran"] = CranSource

@@ -31,6 +31,7 @@ from ..store.publish import CURRENT
 from ..store.tables import files, mirror_filtered
 from .clock import Clock, next_run
 from .cran_source import settle
+from .fetch import Stored
 from .http import redact
 from .kinds import source_for
 from .records import Prepared, new_files
@@ -456,6 +457,7 @@ class MirrorEngine:
         for r in missing:
             queue.put_nowait(r)
         errors: list[str] = []
+        learnt: list[tuple[str, str, Stored]] = []
         total = len(missing)
         self._step(live, "download", f"downloading packages 0 of {total}")
 
@@ -466,7 +468,7 @@ class MirrorEngine:
                     stored = await fetcher.ensure_blob(r.source_url, r.sha256, r.size,
                                                        limit=self.config.max_upload_bytes)
                     if (stored.sha256, stored.size) != (r.sha256, r.size):  # a row named by a download key
-                        await settle(self.platform, r.name, r.sha256, stored)  # (CRAN's MD5sum): now it knows
+                        learnt.append((r.name, r.sha256, stored))  # (CRAN's MD5sum): its real sha256 and size
                 except PlatformError as e:
                     fig["files_failed"] += 1
                     errors.append(f"{r.subdir}/{r.filename}: {e.message}")
@@ -476,7 +478,10 @@ class MirrorEngine:
                 live.description = f"downloading packages {fig['files_done']} of {total}"
 
         workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(mirror.concurrency, total)))]
-        await self._interruptible(live, asyncio.gather(*workers))
+        try:
+            await self._interruptible(live, asyncio.gather(*workers))
+        finally:  # (in one transaction; what a stop leaves out, the next run's download step learns again)
+            await settle(self.platform, learnt)
         self._check(live)
         if errors:
             raise UpstreamError(f"{len(errors)} of {total} package downloads failed; first: {errors[0]}",

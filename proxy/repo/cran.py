@@ -101,12 +101,12 @@ async def _package(request: web.Request, platform: Platform, served: Served, sub
         resp = await fetcher.respond(request, row, PACKAGE_HEADERS, limit=platform.config.max_upload_bytes)
         stored = await fetcher.ended(row.sha256)  # (None: the download failed)
         if stored is not None and (stored.sha256, stored.size) != (row.sha256, row.size):
-            await settle(platform, name, row.sha256, stored)
+            await settle(platform, [(name, row.sha256, stored)])
         return counted(request, resp, platform.blobs.path(stored.sha256 if stored else row.sha256), count)
     if stored is None:
         raise NotFound(f"the bytes of {subdir}/{filename} are not stored on this server")
     if (stored.sha256, stored.size) != (row.sha256, row.size):  # fetched before (another row, process or run)
-        await settle(platform, name, row.sha256, stored)
+        await settle(platform, [(name, row.sha256, stored)])
     return CountedFileResponse(platform.blobs.path(stored.sha256), count, dict(PACKAGE_HEADERS))
 
 
