@@ -422,3 +422,28 @@ def test_mirror_reader_decodes_gzip_pages(server: Server, hosted: str) -> None:
             await runner.cleanup()
 
     asyncio.run(go())
+
+
+def test_pip_installs_through_gzip_pages_and_uv_through_zstd(server: Server, built: dict, tmp_path: Path) -> None:
+    """Each installer installs from pages in the coding it asked for (pip: gzip, uv: zstd): each
+    channel's cached pages hold exactly those representations afterwards."""
+    from proxy.repo.pypi import PAGES
+
+    api = Api(server)
+    codings = {}
+    for ch, cmd in (("encpip", [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]),
+                    ("encuv", ["uv", "pip", "install", "--python", sys.executable])):
+        api.post("/api/channels", 201, json={"name": ch})
+        for kinds in built.values():
+            api.upload(ch, kinds["wheel"], kinds["sdist"])
+        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_CACHE_DIR": "1", "UV_NO_CONFIG": "1",
+               "UV_CACHE_DIR": str(tmp_path / "uv-cache")}
+        r = subprocess.run([*cmd, "--index-url", f"{server.url}/api/repo/{ch}/pypi/simple/", "--target",
+                            str(tmp_path / ch), "tiny-app"], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert _installed(tmp_path / ch) == {"tiny_app", "tiny_dep"}
+        root = server.platform.publisher.root / str(server.call(server.platform.channels.get(ch)).id)
+        codings[ch] = {(key[0].name, coding) for key, entry in list(PAGES.pages.items())
+                       if root in key[0].parents for coding, rep in entry.items() if rep[2]}
+    assert codings["encpip"] == {("tiny-app.json", "gzip"), ("tiny-dep.json", "gzip")}
+    assert codings["encuv"] == {("tiny-app.json", "zstd"), ("tiny-dep.json", "zstd")}
