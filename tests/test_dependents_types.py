@@ -270,3 +270,30 @@ def test_sbom_closures_resolve_the_newest_satisfying_transitively(api: Api, tmp_
     deps = {d["ref"]: d.get("dependsOn", []) for d in cdx["dependencies"]}
     (mid_ref,) = [ref for ref in deps if "mid-1.5" in ref]
     assert deps[mid_ref] == [ref for ref in deps if "leaf-1.2" in ref]
+
+
+def test_walks_read_many_names_in_chunks(server: Server, api: Api) -> None:
+    """A package asking for 1,201 names: the walk reads them 500 to a query (store/chunks.py),
+    and every one is found (the SBOM lists them all)."""
+    from proxy.store.files import NewFile
+
+    create(api, "wide")
+    names = [f"dep{i:04d}" for i in range(1201)]
+
+    def conda(name: str, depends: list[str]) -> NewFile:
+        rec = {"name": name, "version": "1.0", "build": "0", "build_number": 0, "subdir": "noarch",
+               "depends": depends}
+        return NewFile(type="conda", subdir="noarch", filename=f"{name}-1.0-0.conda", name=name, version="1.0",
+                       build="0", sha256="0" * 64, md5="", size=0, record=orjson.dumps(rec),
+                       source_url=f"https://example.invalid/{name}")
+
+    async def load() -> None:
+        ch = await server.platform.channels.get("wide")
+        await server.platform.files.add(ch, [conda("top", names), *(conda(n, []) for n in names)], "passive mirror")
+        await server.platform.publisher.publish(ch.id)
+
+    server.call(load())
+    cdx = api.get("/api/channels/wide/files/noarch/top-1.0-0.conda/sbom").json()
+    assert sorted(c["name"] for c in cdx["components"]) == names
+    assert {d["name"] for d in api.get("/api/channels/wide/artifacts/conda/dep0600/dependents").json()["items"]} == {
+        "top"}
