@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import requests
+from aiohttp import web
 from conftest import Api, Server
 from rbuilders import _sources, build_r_source, description, write_cran_repo, write_tar_gz
 from test_cran_mirror import BASE, mirror, wait_run
@@ -247,3 +248,39 @@ def test_an_active_run_with_a_wrong_body_stores_nothing_of_it(server: Server, ap
     again = wait_run(api, "up", api.post(f"{BASE}/up/run", 202).json()["id"])  # the next run fetches it
     assert again["status"] == "completed" and cran_up.hits[BIG] == 2 and cran_up.hits[SMALL] == 1
     assert row(api)["sha256"] == hashlib.sha256(body(cran_up)).hexdigest()
+
+
+class ChunkedUpstream(UpstreamChannel):
+    """Sends package bodies chunked, without a Content-Length (as some servers do)."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        rel = request.path.removeprefix(f"{self.prefix}/")
+        if not rel.endswith(".tar.gz"):
+            return await super()._handle(request)
+        self.hits[rel] += 1
+        data = (self.root / rel).read_bytes()
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(data), 64 * 1024):
+            await resp.write(data[i:i + 64 * 1024])
+        await resp.write_eof()
+        return resp
+
+
+def test_a_body_without_content_length_is_served_once_stored(server: Server, api: Api, tmp_path: Path) -> None:
+    """No size from the index nor from the upstream: the clients wait for the verified blob."""
+    up = ChunkedUpstream(tmp_path / "chunked", prefix="/cran")
+    write_cran_repo(up.root, [build_r_source(tmp_path / "p", "rdep", "0.2.1")])
+    up.start()
+    try:
+        mirror(api, up)
+        url, want = f"{server.url}/api/repo/mc/cran/{SMALL}", body(up, SMALL)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            got = [f.result() for f in [pool.submit(requests.get, url, timeout=60) for _ in range(3)]]
+        assert [(r.status_code, r.headers["Content-Length"], r.content) for r in got] == \
+            [(200, str(len(want)), want)] * 3
+        assert up.hits[SMALL] == 1
+        settled(api, up, SMALL)
+    finally:
+        up.stop()
