@@ -95,6 +95,25 @@ def test_the_first_request_is_streamed_as_it_lands(db_server: Server, cran_up: U
     assert in_flight(server) == []
 
 
+def test_a_file_fetched_once_serves_every_mirror_of_it(server: Server, api: Api, cran_up: UpstreamChannel) -> None:
+    """A mirror made after the download names the file by its MD5 key again: the fetcher knows
+    which blob that key turned out to be, so it is served (and its rows settled) with no download."""
+    mirror(api, cran_up)
+    want = body(cran_up, SMALL)
+    assert requests.get(f"{server.url}/api/repo/mc/cran/{SMALL}", timeout=30).content == want
+    api.post("/api/channels", 201, json={"name": "later"})
+    api.post("/api/channels/later/mirrors", 201, json={"name": "up", "type": "cran", "source_url": cran_up.url,
+                                                       "run_now": True})
+    wait_until(lambda: (api.get("/api/channels/later/mirrors/up").json()["last_run"] or {}).get("status")
+               == "completed")
+    theirs = api.get(f"/api/channels/later/files/cran-src/{SMALL.rsplit('/', 1)[1]}").json()
+    assert (theirs["sha256"], theirs["size"]) == (key_of(cran_up, SMALL), 0)
+    assert requests.get(f"{server.url}/api/repo/later/cran/{SMALL}", timeout=30).content == want
+    assert cran_up.hits[SMALL] == 1
+    theirs = api.get(f"/api/channels/later/files/cran-src/{SMALL.rsplit('/', 1)[1]}").json()
+    assert (theirs["sha256"], theirs["size"]) == (hashlib.sha256(want).hexdigest(), len(want))
+
+
 def test_clients_asking_at_once_share_one_upstream_download(server: Server, api: Api,
                                                             cran_up: UpstreamChannel) -> None:
     mirror(api, cran_up)
