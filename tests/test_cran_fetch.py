@@ -303,3 +303,39 @@ def test_a_body_without_content_length_is_served_once_stored(server: Server, api
         settled(api, up, SMALL)
     finally:
         up.stop()
+
+
+def test_upgrade_names_rows_of_sha256_indexes_by_their_sha256(tmp_path: Path) -> None:
+    """Rows the older code wrote for an index with SHA256 lines were named by a stand-in
+    (``"0"*32 + md5``, or ``+ md5(url)`` without an MD5sum); migration 0010 names them by the
+    index's sha256, which the fetcher then checks, and the file is served."""
+    import sqlalchemy as sa
+
+    from proxy.store.tables import files
+
+    pkgs = tmp_path / "pkgs"
+    up = UpstreamChannel(tmp_path / "up", prefix="/cran")
+    write_cran_repo(up.root, [build_r_source(pkgs, "rdep", "0.2.1")], sha256=True)
+    up.start()
+    server = Server(tmp_path / "data").start()
+    try:
+        api = Api(server)
+        mirror(api, up)
+        want = hashlib.sha256(body(up, SMALL)).hexdigest()
+        assert row(api, SMALL)["sha256"] == want  # named by the index's sha256 now
+        stand_in = "0" * 32 + hashlib.md5(f"{up.url}/{SMALL}".encode()).hexdigest()
+
+        async def as_before() -> None:
+            async with server.platform.db.write() as conn:
+                await conn.execute(files.update().where(files.c.type == "cran").values(sha256=stand_in))
+                await conn.execute(sa.text("UPDATE alembic_version SET version_num = '0009'"))
+
+        server.call(as_before())
+        server.restart()
+        api = Api(server)
+        assert row(api, SMALL)["sha256"] == want
+        r = requests.get(f"{server.url}/api/repo/mc/cran/{SMALL}", timeout=30)
+        assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == want
+    finally:
+        server.stop()
+        up.stop()
