@@ -148,7 +148,7 @@ class PageCache:
             coded = encode(body) if len(body) <= INLINE_COMPRESS else await asyncio.to_thread(encode, body)
             # not smaller (a tiny page): the plain bytes serve that client too
             hit = (coded, f'{etag[:-1]}-{coding}"', coding) if len(coded) < len(body) else entry[IDENTITY]
-            if coding not in entry and key in self.pages:  # (evicted or filled while compressing: not counted)
+            if coding not in entry and self.pages.get(key) is entry:  # (evicted or filled meanwhile: not kept)
                 entry[coding] = hit
                 self._grow(len(hit[0]) if hit[2] else 0)
         return hit
