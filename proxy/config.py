@@ -32,7 +32,10 @@ class Config:
     port: int = 8000
     max_upload_bytes: int = 2 << 30
     max_files_per_upload: int = 200
-    serving_ttl: float = 2.0
+    #: how long this process answers from what it read of a channel's published generation before
+    #: reading it again (env CONDA_PLATFORM_SERVING_TTL, seconds): other processes' publishes show
+    #: after at most this long
+    serving_ttl: float = field(default_factory=lambda: _seconds("SERVING_TTL", 2.0))
     #: upstream fetches (mirror runs, on-demand downloads): connect and between-bytes timeouts
     #: (env CONDA_PLATFORM_UPSTREAM_CONNECT_TIMEOUT / CONDA_PLATFORM_UPSTREAM_READ_TIMEOUT, seconds)
     upstream_connect_timeout: float = field(default_factory=lambda: _seconds("UPSTREAM_CONNECT_TIMEOUT", 10.0))

@@ -49,8 +49,6 @@ class Platform:
         self.publisher.index_renderers["cran"] = CranRenderer()  # CRAN PACKAGES
         self.publisher.index_renderers["python"] = PypiRenderer()  # the PyPI simple index
         self.serving = ServingIndex(db, ttl=config.serving_ttl)
-        # other server processes route requests to a render for up to serving_ttl after it is superseded
-        self.publisher.superseded_grace = max(self.publisher.superseded_grace, 5 * config.serving_ttl)
         self.identities = IdentityStore(db)
         self.upstream = Upstream(connect_timeout=config.upstream_connect_timeout,
                                  read_timeout=config.upstream_read_timeout)

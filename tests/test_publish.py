@@ -12,12 +12,12 @@ from pathlib import Path
 
 import msgpack
 import orjson
+import requests
 import zstandard
 from builders import build_conda_package
 from conftest import Api, Server
 
 from conda_platform_plugin.policy import CompiledPolicy, Policy
-from proxy.store.retention import superseded
 
 
 def _unzstd(data: bytes) -> bytes:
@@ -136,7 +136,6 @@ def test_superseded_renders_lose_their_index_files(server: Server, api: Api, tmp
     """Only the newest render of a subdir is served: the next render deletes the older ones' index
     files (their shard packs stay, newer layouts point into them), so publishing does not grow
     the data directory by a whole repodata.json each time."""
-    server.platform.publisher.superseded_grace = 0  # no other server process to wait for
     api.post("/api/channels", 201, json={"name": "team"})
     pk = tmp_path / "pk"
     api.upload("team", build_conda_package(pk, "one", "1.0"), build_conda_package(pk, "two", "1.0"))
@@ -164,7 +163,6 @@ def test_superseded_renders_of_other_types_go_entirely(server: Server, api: Api,
     older than the one served before the newest are deleted whole."""
     from rbuilders import build_r_source
 
-    server.platform.publisher.superseded_grace = 0  # no other server process to wait for
     api.post("/api/channels", 201, json={"name": "rteam"})
     for version in ("1.0.0", "1.0.1", "1.0.2", "1.0.3"):
         api.upload("rteam", build_r_source(tmp_path / version, "tinyr", version), subdir="cran-src")
@@ -177,12 +175,25 @@ def test_superseded_renders_of_other_types_go_entirely(server: Server, api: Api,
     assert api.get("/api/repo/rteam/cran/src/contrib/Archive/tinyr/tinyr_1.0.1.tar.gz").content
 
 
-def test_a_render_goes_once_its_successor_is_older_than_the_grace() -> None:
-    """Other server processes may route requests to a superseded render until their serving cache
-    expires: it goes only when its successor has existed for the grace period."""
-    written = [(3, 100.0), (5, 200.0), (9, 290.0), (12, 300.0)]  # (generation, written at)
-    assert superseded(written, keep=12, now=305.0, grace=10.0) == [3, 5]  # 9's successor is 5 s old
-    assert superseded(written, keep=12, now=310.0, grace=10.0) == [3, 5, 9]
-    assert superseded(written, keep=9, now=400.0, grace=10.0) == [3, 5]  # the served one stays
-    assert superseded(written, keep=None, now=400.0, grace=0.0) == [3, 5, 9]  # the newest always stays
-    assert superseded([], keep=None, now=0.0, grace=0.0) == []
+
+def test_another_process_serving_a_pruned_generation_reloads(server: Server, api: Api, tmp_path: Path) -> None:
+    """A second server process on the same data dir caches the published generation (here for an
+    hour); two publishes by this one delete that generation's indexes, and the other process then
+    answers from the newest instead of a 404."""
+    from test_mirror_fetch import _serve_process
+
+    api.post("/api/channels", 201, json={"name": "team"})
+    pk = tmp_path / "pk"
+    api.upload("team", build_conda_package(pk, "one", "1.0"))
+    with _serve_process(server.data_dir, CONDA_PLATFORM_SERVING_TTL="3600") as (other, _):
+        def names(path: str) -> set[str]:
+            r = requests.get(f"{other}/api/repo/team/{path}", timeout=30)
+            assert r.status_code == 200, r.text
+            return set(r.json()["packages.conda"]) if "repodata" in path else set(r.json()["packages"])
+
+        assert names("noarch/repodata.json") == {"one-1.0-0.conda"}  # cached there from now on
+        for version in ("2.0", "3.0"):
+            api.upload("team", build_conda_package(pk, "one", version))
+        assert names("noarch/repodata.json") == {"one-1.0-0.conda", "one-2.0-0.conda", "one-3.0-0.conda"}
+        assert names("channeldata.json") == {"one"}
+        assert requests.get(f"{other}/api/repo/team/noarch/repodata.jlap", timeout=30).status_code == 404

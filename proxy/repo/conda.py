@@ -70,6 +70,20 @@ async def repo(request: web.Request) -> web.StreamResponse:
     served = await platform.serving.lookup(channel)
     if served is None:
         raise NotFound(f"channel {channel!r} not found")
+    try:
+        return await _answer(request, platform, served, rest)
+    except NotFound:
+        if platform.publisher.retained(served.id, served.gen):
+            raise
+    # Another server process published twice since this one read the channel, and the indexes of
+    # the generation it read are gone (proxy/store/retention.py): answer from the newest.
+    served = await platform.serving.reload(channel)
+    if served is None:
+        raise NotFound(f"channel {channel!r} not found")
+    return await _answer(request, platform, served, rest)
+
+
+async def _answer(request: web.Request, platform: Platform, served: Served, rest: list[str]) -> web.StreamResponse:
     if rest and rest[0] in PROTOCOLS:
         return await PROTOCOLS[rest[0]](request, platform, served, rest[1:])
     if rest == ["channeldata.json"]:

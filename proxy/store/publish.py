@@ -48,7 +48,6 @@ SHARD_MAPS = 8
 #: the channeldata of this many recently published channels is kept parsed in memory
 CHANNELDATA_CACHED = 4
 SHARD_WORKER_NAMES = 10_000
-SUPERSEDED_GRACE = 10.0
 
 
 # Without ANALYZE statistics, SQLite's planner picks ix_files_added (channel_id, added_gen) or
@@ -105,9 +104,6 @@ class Publisher:
         #: process (render_worker; about 0.2 s to start), beside the JSON index files, when the
         #: load average says a core is free (on a busy machine a second process only adds CPU time)
         self.shard_worker_names = SHARD_WORKER_NAMES
-        #: a superseded render (and channeldata) is deleted once its successor is this many seconds
-        #: old (retention.py): longer than other server processes may still route requests to it
-        self.superseded_grace = SUPERSEDED_GRACE
         self.shard_worker_load = (os.cpu_count() or 1) - 0.5
 
     def subdir_dir(self, channel_id: int, subdir: str, gen: int) -> Path:
@@ -141,6 +137,11 @@ class Publisher:
 
     def channeldata_path(self, channel_id: int, gen: int) -> Path:
         return self.root / str(channel_id) / "channeldata" / f"{gen}.json"
+
+    def retained(self, channel_id: int, gen: int) -> bool:
+        """Are the indexes of published generation ``gen`` still on disk? Not once two newer
+        generations were published (retention.py): a serving cache naming it is stale."""
+        return self.channeldata_path(channel_id, gen).is_file()
 
     def _policy_path(self, channel_id: int, gen: int) -> Path:
         """The fingerprint of the policy a generation's indexes were rendered with (absent: none)."""
@@ -227,8 +228,7 @@ class Publisher:
         any_full = False
         for subdir, names in sorted(changed.items()):
             prev_gen = latest.get(subdir)  # the render served now: kept, the older ones' indexes go
-            await asyncio.to_thread(prune_renders, self.subdir_dir(cid, subdir, 0).parent, prev_gen,
-                                    self.superseded_grace)
+            await asyncio.to_thread(prune_renders, self.subdir_dir(cid, subdir, 0).parent, prev_gen)
             prev = (await asyncio.to_thread(Previous.load, self.subdir_dir(cid, subdir, prev_gen))
                     if prev_gen is not None else None)
             count, partials, all_names, full = await self._render_subdir(
@@ -253,7 +253,7 @@ class Publisher:
             policy_path.unlink(missing_ok=True)
         else:
             policy_path.write_text(fingerprint)
-        await asyncio.to_thread(prune_channeldata, policy_path.parent, old, self.superseded_grace)
+        await asyncio.to_thread(prune_channeldata, policy_path.parent, old)
 
     async def _rendered(self, cid: int, subdir: str, gen: int, count: int) -> None:
         async with self.db.write() as conn:
@@ -267,8 +267,7 @@ class Publisher:
         """A python or cran subdir: its type's renderer (none registered: not served yet)."""
         renderer = self.index_renderers.get(subdir_type(subdir) or "")
         if renderer is not None:
-            await asyncio.to_thread(prune_renders, self.subdir_dir(cid, subdir, 0).parent, previous,
-                                    self.superseded_grace, whole=True)
+            await asyncio.to_thread(prune_renders, self.subdir_dir(cid, subdir, 0).parent, previous, whole=True)
             count = await renderer.render(self, cid, subdir, gen, previous, names, force=force, policy=policy)
             await self._rendered(cid, subdir, gen, count)
 

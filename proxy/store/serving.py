@@ -86,6 +86,11 @@ class ServingIndex:
         if len(self._files) > FILES_CACHED:
             self._files.popitem(last=False)
 
+    async def reload(self, name: str) -> Served | None:
+        """lookup() past the cache (it named a generation whose indexes are gone)."""
+        self._cache.pop(name, None)
+        return await self.lookup(name)
+
     def invalidate(self) -> None:
         self._cache.clear()
         self._files.clear()
