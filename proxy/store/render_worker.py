@@ -79,7 +79,6 @@ def sqlite_batches(path: str, sql: str, params: list) -> Iterator[list]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
         con.execute("PRAGMA busy_timeout=30000")
-        con.execute("PRAGMA mmap_size=4294967296")
         cur = con.execute(sql, params)
         while batch := cur.fetchmany(BATCH):
             yield batch
