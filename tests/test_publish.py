@@ -145,12 +145,13 @@ def test_superseded_renders_lose_their_index_files(server: Server, api: Api, tmp
     gens = sorted(int(p.name) for p in server.platform.publisher.subdir_dir(served.id, "noarch", 0).parent.iterdir()
                   if p.name.isdigit())
     assert len(gens) >= 4 and gens[-1] == served.subdirs["noarch"]
-    index_files = {"repodata.json", "repodata.json.zst", "current_repodata.json", "current_repodata.json.zst"}
+    index_files = {"repodata.json", "repodata.json.zst", "current_repodata.json", "current_repodata.json.zst",
+                   "repodata_shards.msgpack.zst", "layout.msgpack"}
     for gen in gens:
         names = {p.name for p in server.platform.publisher.subdir_dir(served.id, "noarch", gen).iterdir()}
-        # the served render and the one before it (the last it spliced from) keep their indexes
-        assert (index_files <= names) == (gen >= gens[-2]), (gen, names)
-        assert "shards.pack" in names
+        # the served render and the one before it (the last it spliced from) keep their indexes;
+        # older ones keep only their shard pack
+        assert names == (index_files | {"shards.pack"} if gen >= gens[-2] else {"shards.pack"}), (gen, names)
     channeldata = server.platform.publisher.channeldata_path(served.id, served.gen).parent
     assert sorted(p.name for p in channeldata.iterdir()) == [f"{served.gen - 1}.json", f"{served.gen}.json"]
     published = _published(api, "noarch")  # every shard still served, from the packs of older renders
@@ -197,3 +198,32 @@ def test_another_process_serving_a_pruned_generation_reloads(server: Server, api
         assert names("noarch/repodata.json") == {"one-1.0-0.conda", "one-2.0-0.conda", "one-3.0-0.conda"}
         assert names("channeldata.json") == {"one"}
         assert requests.get(f"{other}/api/repo/team/noarch/repodata.jlap", timeout=30).status_code == 404
+
+
+def test_publishes_of_one_channel_wait_for_each_other_across_processes(server: Server, api: Api,
+                                                                       tmp_path: Path) -> None:
+    """Another server process publishing the channel holds its publish lock (a flock on the shared
+    data dir): an upload's publish here waits for it, then publishes both."""
+    import fcntl
+    import os
+    import threading
+
+    api.post("/api/channels", 201, json={"name": "team"})
+    pk = tmp_path / "pk"
+    api.upload("team", build_conda_package(pk, "one", "1.0"))
+    served = server.call(server.platform.serving.lookup("team"))
+    lock = server.platform.publisher.publish_lock(served.id)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as the other process does while it publishes
+    done: dict = {}
+    uploading = threading.Thread(target=lambda: done.update(r=api.upload("team", build_conda_package(pk, "two", "1.0"))))
+    uploading.start()
+    uploading.join(1.0)
+    assert uploading.is_alive() and not done  # its publish waits for the lock
+    assert set(api.get("/api/repo/team/noarch/repodata.json").json()["packages.conda"]) == {"one-1.0-0.conda"}
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    uploading.join(60)
+    assert done["r"]["files"][0]["name"] == "two"
+    assert set(api.get("/api/repo/team/noarch/repodata.json").json()["packages.conda"]) == {
+        "one-1.0-0.conda", "two-1.0-0.conda"}

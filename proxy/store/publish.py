@@ -28,6 +28,7 @@ from conda_platform_plugin.names import subdir_type
 from conda_platform_plugin.versions import version_key
 
 from .db import Database
+from .filelock import held
 from .render import PACK, Previous, SubdirRenderer, render_empty, shard_locations
 from .render_worker import ShardWorker, job_source, split_groups, sqlite_batches
 from .retention import prune_channeldata, prune_renders
@@ -151,9 +152,14 @@ class Publisher:
         path = self._policy_path(channel_id, gen)
         return path.read_text() if path.exists() else None
 
+    def publish_lock(self, channel_id: int) -> Path:
+        """Held while a channel is published, by every server process on this data directory: a
+        render splices from (and deletes older renders than) the one published before it."""
+        return self.root / str(channel_id) / ".publish.lock"
+
     async def publish(self, channel_id: int) -> int:
         """Make the head generation the published one (unless frozen); returns the published gen."""
-        async with self._locks[channel_id]:
+        async with self._locks[channel_id], held(self.publish_lock(channel_id)):
             async with self.db.read() as conn:
                 row = (
                     await conn.execute(

@@ -48,6 +48,7 @@ from conda_platform_plugin.versions import version_key
 LAYOUT = "layout.msgpack"
 LAYOUT_VERSION = 6
 PACK = "shards.pack"
+SHARD_INDEX = "repodata_shards.msgpack.zst"
 SECTIONS = ("packages", "packages.conda", "current.packages", "current.packages.conda", "signatures",
             "current.signatures")
 #: each index file's sections, in file order (the signatures section is written only with a signer)
@@ -664,7 +665,7 @@ class SubdirRenderer:
             "info": {"subdir": self.subdir, "base_url": "", "shards_base_url": "./shards/"},
             "shards": dict(zip(self.names, _digests(self.shards))),
         }
-        (self.tmp / "repodata_shards.msgpack.zst").write_bytes(self._cctx.compress(msgpack.packb(index)))
+        (self.tmp / SHARD_INDEX).write_bytes(self._cctx.compress(msgpack.packb(index)))
         layout = {"version": LAYOUT_VERSION, "bases": bases, "names": self.names, "lens": self.lens,
                   "shards": self.shards, "locs": self.locs, "counts": self.counts, "policy": self.policy}
         (self.tmp / LAYOUT).write_bytes(_encode_layout(layout))

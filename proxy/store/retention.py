@@ -17,12 +17,15 @@ import os
 import shutil
 from pathlib import Path
 
-from .render import FILE_SECTIONS
+from .render import FILE_SECTIONS, LAYOUT, SHARD_INDEX
+
+#: what an old conda render loses: everything but its shard pack (newer layouts point into it)
+_SUPERSEDED = (*(f + z for f, _ in FILE_SECTIONS for z in ("", ".zst")), SHARD_INDEX, LAYOUT)
 
 
 def prune_renders(subdir_root: Path, keep: int | None, *, whole: bool = False) -> None:
     """Delete the subdir's renders older than ``keep`` (all when None). A conda render keeps its
-    shard pack (newer layouts point into it) and loses its index files; ``whole``: renders of the
+    shard pack (newer layouts point into it) and loses the rest; ``whole``: renders of the
     other types (PyPI pages, CRAN PACKAGES) are self-contained (a newer one hard-links what it
     reuses) and go entirely."""
     try:
@@ -35,10 +38,9 @@ def prune_renders(subdir_root: Path, keep: int | None, *, whole: bool = False) -
         if whole:
             shutil.rmtree(entry.path, ignore_errors=True)
             continue
-        for fname, _ in FILE_SECTIONS:
-            for name in (fname, fname + ".zst"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(entry.path, name))
+        for name in _SUPERSEDED:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(entry.path, name))
 
 
 def prune_channeldata(directory: Path, keep: int) -> None:
