@@ -130,7 +130,9 @@ class CranSource(Source):
 def _parse(index: Index) -> list[dict[str, str]]:
     body = index.body
     try:
-        if index.variant.endswith(".gz"):
+        # the gzip magic, not the name: a PACKAGES.gz its server labels Content-Encoding: gzip
+        # arrives already decoded (Upstream.read); gzip.decompress reads every member
+        if body[:2] == b"\x1f\x8b":
             body = gzip.decompress(body)
         return parse_dcf(body.decode("utf-8", errors="replace"))
     except (OSError, EOFError, zlib.error, ValueError) as e:

@@ -79,23 +79,64 @@ class Upstream:
                    ok: tuple[int, ...] = (200,)) -> tuple[int, dict[str, str], bytes]:
         """The whole body (at most ``limit`` bytes, decoded) with the status and headers. Indexes are
         asked for gzip-coded (PyPI and our own server compress pages) and decoded here: the session
-        does not decompress, so that package files are verified exactly as sent."""
+        does not decompress, so that package files are verified exactly as sent. The body returned is
+        the content without its coding: a ``.gz`` file its server labels ``Content-Encoding: gzip``
+        (Apache's ``AddEncoding``) arrives already gunzipped."""
         async with self.get(url, {"Accept-Encoding": "gzip", **(headers or {})}, ok) as resp:
             coding = resp.headers.get("Content-Encoding", "identity").strip().lower()
-            if coding not in ("identity", "gzip"):
+            if coding not in _CODINGS:
                 raise UpstreamError(f"upstream sent {redact(url)} in Content-Encoding {coding!r}, not asked for")
-            decoder = zlib.decompressobj(wbits=31) if coding == "gzip" and resp.status not in (204, 304) else None
+            decoder = GzipDecoder() if _CODINGS[coding] and resp.status not in (204, 304) else None
             chunks, total = [], 0
             try:
                 async for chunk in resp.content.iter_chunked(1 << 20):  # network errors: see get()
                     if decoder is not None:
-                        chunk = decoder.decompress(chunk, limit - total + 1)  # (more than that: over the limit)
+                        chunk = decoder.decode(chunk, limit - total + 1)  # (more than that: over the limit)
                     total += len(chunk)
                     if total > limit:
                         raise UpstreamError(f"upstream body of {redact(url)} is over the limit of {limit} bytes")
                     chunks.append(chunk)
-                if decoder is not None and not decoder.eof:
-                    raise zlib.error("the gzip stream ends early")
+                if decoder is not None:
+                    decoder.finish()
             except zlib.error as e:
                 raise UpstreamError(f"upstream sent a broken gzip body for {redact(url)}: {e}") from None
             return resp.status, dict(resp.headers), b"".join(chunks)
+
+
+#: the content codings read() accepts, and whether each is gzip (RFC 9110 8.4.1.3: x-gzip is gzip)
+_CODINGS = {"identity": False, "gzip": True, "x-gzip": True}
+
+
+class GzipDecoder:
+    """Incremental gzip decoding of every member of a body (RFC 1952: a gzip stream is one or more
+    members, and ``zlib.decompressobj`` stops after the first), at most ``room`` bytes per call;
+    zero bytes between and after members are skipped, as Python's gzip module skips them."""
+
+    def __init__(self) -> None:
+        self._member: zlib._Decompress | None = zlib.decompressobj(wbits=31)  # the first member is required
+
+    def decode(self, data: bytes, room: int) -> bytes:
+        """The bytes ``data`` decodes to, stopping once ``room`` came out (the caller then refuses
+        the body as too large: it asks for one byte more than it takes); zlib.error for a body
+        that is not gzip."""
+        out: list[bytes] = []
+        while data and room > 0:
+            if self._member is None:  # between members: padding, or the next member's header
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+                self._member = zlib.decompressobj(wbits=31)
+            piece = self._member.decompress(data, room)
+            out.append(piece)
+            room -= len(piece)
+            if self._member.eof:
+                data = self._member.unused_data
+                self._member = None
+            else:
+                data = b""  # all taken in, or the output reached room (unconsumed_tail: over the limit)
+        return b"".join(out)
+
+    def finish(self) -> None:
+        """zlib.error when the body ended inside a member."""
+        if self._member is not None:
+            raise zlib.error("the gzip stream ends early")
