@@ -53,7 +53,8 @@ class Platform:
         self.upstream = Upstream(connect_timeout=config.upstream_connect_timeout,
                                  read_timeout=config.upstream_read_timeout)
         #: on-demand and active downloads of blobs from their upstream URLs (one per sha256)
-        self.fetcher = Fetcher(self.blobs, self.upstream, config.cache_dir / "inflight")
+        self.fetcher = Fetcher(self.blobs, self.upstream, config.cache_dir / "inflight",
+                               max_bytes=config.max_upload_bytes)
         #: the admin token made on first start with an empty database (shown once, never stored)
         self.bootstrap_token: str | None = None
         self.publisher.listeners.append(lambda _cid: self.serving.invalidate())

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -54,14 +55,17 @@ def up(upstream: UpstreamChannel) -> Iterator[UpstreamChannel]:
     upstream.clear_faults()
 
 
-def publish_passive(server: Server, channel: UpstreamChannel, name: str = "mirror") -> str:
-    """Create channel ``name`` holding the upstream's files passively; returns its repository URL."""
+def publish_passive(server: Server, channel: UpstreamChannel, name: str = "mirror", *,
+                    unsized: tuple[str, ...] = ()) -> str:
+    """Create channel ``name`` holding the upstream's files passively; returns its repository URL.
+    ``unsized``: files whose rows have size 0 (an index that gave none)."""
     Api(server).post("/api/channels", 201, json={"name": name})
+    rows = [replace(f, size=0) if f.filename in unsized else f for f in channel.passive_files()]
 
     async def go() -> None:
         platform = server.platform
         ch = await platform.channels.get(name)
-        await platform.files.add(ch, channel.passive_files(), "passive mirror")
+        await platform.files.add(ch, rows, "passive mirror")
         await platform.publisher.publish(ch.id)
 
     server.call(go())
@@ -178,6 +182,22 @@ def test_a_file_without_blob_or_source_is_still_a_404(server: Server, up: Upstre
     server.call(forget_source())
     r = requests.get(f"{repo}/noarch/{BIG}", timeout=30)
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_a_file_of_unknown_size_gets_at_most_the_servers_maximum(tmp_path: Path, up: UpstreamChannel) -> None:
+    """A row without a size (0) downloads at most max_upload_bytes, whichever route asks for it: a
+    bigger upstream body is refused and nothing is stored; a HEAD tells no Content-Length."""
+    server = Server(tmp_path / "data", max_upload_bytes=MB).start()  # BIG is about 2 MB
+    try:
+        url = f"{publish_passive(server, up, unsized=(BIG,))}/noarch/{BIG}"
+        head = requests.head(url, timeout=30)
+        assert head.status_code == 200 and "Content-Length" not in head.headers and up.hits[f"noarch/{BIG}"] == 0
+        r = requests.get(url, timeout=60)
+        assert r.status_code == 502 and f"the limit of {MB} bytes" in r.json()["error"]["message"]
+        wait_until(lambda: in_flight(server) == [])
+        no_leftovers(server, sha256_of(up))
+    finally:
+        server.stop()
 
 
 # -- one upstream download, however many clients ------------------------------------------------

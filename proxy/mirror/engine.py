@@ -465,8 +465,7 @@ class MirrorEngine:
             while not queue.empty() and not live.stop.is_set():
                 r = queue.get_nowait()
                 try:
-                    stored = await fetcher.ensure_blob(r.source_url, r.sha256, r.size,
-                                                       limit=self.config.max_upload_bytes)
+                    stored = await fetcher.ensure_blob(r.source_url, r.sha256, r.size)
                     if (stored.sha256, stored.size) != (r.sha256, r.size):  # a row named by a download key
                         learnt.append((r.name, r.sha256, stored))  # (CRAN's MD5sum): its real sha256 and size
                 except PlatformError as e:

@@ -21,7 +21,9 @@ verified by the md5 (by the leader and by followers in other processes alike); t
 under the sha256 hashed while the bytes streamed, and a note (``<cache>/keys/<key>``, written before
 the commit) maps the key to it, so later askers in any process find the blob without a download
 (:meth:`Fetcher.present`). A download of unknown size (size ``None`` or ``0``) takes the upstream's
-Content-Length as its size (the leader writes it into the lock file for the followers).
+Content-Length as its size (the leader writes it into the lock file for the followers) and is
+refused beyond the Fetcher's ``max_bytes`` (the server's ``max_upload_bytes``: one cap for every
+caller); a HEAD of such a file is answered without a Content-Length.
 """
 
 from __future__ import annotations
@@ -59,7 +61,6 @@ WRITERS = 4
 POLL = 0.02
 #: a followed part file that stops growing this long makes the follower check that its writer lives
 DEAD_CHECK = 1.0
-_NO_LIMIT = 1 << 42
 _PART_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: the first half of an MD5 key (see the module docstring)
 MD5_KEY = "0" * 32
@@ -134,9 +135,11 @@ class Download:
 class Fetcher:
     """Downloads blobs from their upstream URLs once, verified, for every waiting caller."""
 
-    def __init__(self, blobs: BlobStore, upstream: Upstream, inflight_dir: Path):
+    def __init__(self, blobs: BlobStore, upstream: Upstream, inflight_dir: Path, *, max_bytes: int):
         self.blobs = blobs
         self.upstream = upstream
+        #: the most bytes a download of unknown size may have (a known size is its own cap)
+        self.max_bytes = max_bytes
         self.inflight = Path(inflight_dir)
         self.inflight.mkdir(parents=True, exist_ok=True)
         #: MD5 key -> the sha256 its bytes turned out to have (one small file each, see present())
@@ -182,17 +185,17 @@ class Fetcher:
         return self.present(key)
 
     # -- the blob, whole -----------------------------------------------------------------------
-    async def ensure_blob(self, url: str, key: str, size: int | None, *, limit: int | None = None) -> Stored:
+    async def ensure_blob(self, url: str, key: str, size: int | None) -> Stored:
         """Make sure the blob is in the store: download it once (whoever else asks), verify, commit.
 
-        ``key``: its sha256, or an :func:`md5_key`; ``size`` None or 0: not known (``limit``: the
-        most bytes accepted then). Raises UpstreamError (502) / UpstreamTimeout (504); nothing is
-        stored on failure.
+        ``key``: its sha256, or an :func:`md5_key`; ``size`` None or 0: not known (then at most
+        ``max_bytes``). Raises UpstreamError (502) / UpstreamTimeout (504); nothing is stored on
+        failure.
         """
         watch = _Stall(self.stall_timeout)
         with self._waiting(key):
             while (stored := self.present(key)) is None:
-                download = self._start(url, key, size, limit)
+                download = self._start(url, key, size)
                 if download is not None and not download.followed:  # (following: wait for the blob)
                     await download.result()
                     return Stored(download.sha256, download.size)  # type: ignore[arg-type] - verified
@@ -204,26 +207,27 @@ class Fetcher:
             return stored
 
     # -- the blob, streamed to a client --------------------------------------------------------
-    async def respond(self, request: web.Request, row, headers: Mapping[str, str] | None = None,  # noqa: ANN001
-                      *, limit: int | None = None) -> web.StreamResponse:
+    async def respond(self, request: web.Request, row, headers: Mapping[str, str] | None = None  # noqa: ANN001
+                      ) -> web.StreamResponse:
         """Answer a request for a file whose blob is missing (``row``: sha256 — or an MD5 key —,
-        size, source_url; see ensure_blob() for an unknown size and ``limit``)."""
+        size, source_url; see ensure_blob() for an unknown size)."""
         headers = dict(headers or {})
         key = row.sha256
         size = _known(key, row.size)
         if request.method == "HEAD":  # from the record: no download just to answer a probe
             resp = web.StreamResponse(headers=headers)
-            resp.content_length = row.size
+            if size is not None:  # (unknown: no Content-Length rather than a wrong one)
+                resp.content_length = size
             return resp
         if "Range" in request.headers:  # a part of a file we do not have yet: fetch it, then serve the part
-            stored = await self.ensure_blob(row.source_url, key, size, limit=limit)
+            stored = await self.ensure_blob(row.source_url, key, size)
             return web.FileResponse(self.blobs.path(stored.sha256), headers=headers)
         with self._waiting(key):
             watch = _Stall(self.stall_timeout)
             while True:
                 if (stored := self.present(key)) is not None:
                     return web.FileResponse(self.blobs.path(stored.sha256), headers=headers)
-                download = self._start(row.source_url, key, size, limit)
+                download = self._start(row.source_url, key, size)
                 if download is None and self.present(key) is None:  # another process downloads it
                     download = self._follow(key, size)
                 if download is not None:
@@ -361,7 +365,7 @@ class Fetcher:
             d.progressed()
 
     # -- the one download ----------------------------------------------------------------------
-    def _start(self, url: str, key: str, size: int | None, limit: int | None) -> Download | None:
+    def _start(self, url: str, key: str, size: int | None) -> Download | None:
         """This process's download of ``key``, started here when no process runs one.
 
         None when the blob is there after all or another process is downloading it.
@@ -382,7 +386,7 @@ class Fetcher:
             self._remove_stale_part(lock_fd)
             # the part file lives beside the blobs (same filesystem: the commit is a rename)
             self.blobs.tmp.mkdir(parents=True, exist_ok=True)
-            cap = size if size is not None else limit if limit is not None else _NO_LIMIT
+            cap = size if size is not None else self.max_bytes
             writer = HashingWriter(self.blobs.tmp, cap, md5=False)
             os.ftruncate(lock_fd, 0)
             os.pwrite(lock_fd, writer.path.name.encode(), 0)

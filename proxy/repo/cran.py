@@ -96,9 +96,7 @@ async def _package(request: web.Request, platform: Platform, served: Served, sub
     name, fetcher = filename.split("_", 1)[0], platform.fetcher
     stored = fetcher.present(row.sha256)
     if stored is None and row.source_url:  # a passive mirror's file: fetched once, streamed as it lands
-        if request.method == "HEAD" and not row.size:  # no download just to answer a probe
-            return web.Response(headers=PACKAGE_HEADERS)
-        resp = await fetcher.respond(request, row, PACKAGE_HEADERS, limit=platform.config.max_upload_bytes)
+        resp = await fetcher.respond(request, row, PACKAGE_HEADERS)
         stored = await fetcher.ended(row.sha256)  # (None: the download failed)
         if stored is not None and (stored.sha256, stored.size) != (row.sha256, row.size):
             await settle(platform, [(name, row.sha256, stored)])
