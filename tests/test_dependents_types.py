@@ -273,8 +273,11 @@ def test_sbom_closures_resolve_the_newest_satisfying_transitively(api: Api, tmp_
 
 
 def test_walks_read_many_names_in_chunks(server: Server, api: Api) -> None:
-    """A package asking for 1,201 names: the walk reads them 500 to a query (store/chunks.py),
-    and every one is found (the SBOM lists them all)."""
+    """A package asking for 1,201 names: the walk reads them 500 to a query (store/chunks.py): the
+    statements the SBOM sends name them in IN lists of 500, 500 and 201 (counted as sent), and
+    every one is found (the SBOM lists them all)."""
+    import re
+
     from proxy.store.files import NewFile
 
     create(api, "wide")
@@ -293,7 +296,18 @@ def test_walks_read_many_names_in_chunks(server: Server, api: Api) -> None:
         await server.platform.publisher.publish(ch.id)
 
     server.call(load())
-    cdx = api.get("/api/channels/wide/files/noarch/top-1.0-0.conda/sbom").json()
+    lists: list[int] = []  # the size of each IN list of names the statements send
+
+    def count(conn, cursor, statement, *args) -> None:  # noqa: ANN001 - SQLAlchemy's event signature
+        lists.extend(m.group(1).count(",") + 1 for m in re.finditer(r"files\.name IN \(([^)]*)\)", statement))
+
+    engine = server.platform.db.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        cdx = api.get("/api/channels/wide/files/noarch/top-1.0-0.conda/sbom").json()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert sorted(lists) == [202, 500, 500], lists  # its own name and the 1,201 it asks for, 500 a query
     assert sorted(c["name"] for c in cdx["components"]) == names
     assert {d["name"] for d in api.get("/api/channels/wide/artifacts/conda/dep0600/dependents").json()["items"]} == {
         "top"}
