@@ -259,9 +259,10 @@ class Fetcher:
         try:
             while d.written == 0 and not d.done:
                 await d.changed()
-            if size is None:  # known from the upstream's headers by now, unless it sent none
+            if size is None:  # known from the upstream's headers by now (set before the first byte lands)
                 size = d.size
-                while size is None and not d.done:  # no Content-Length: the client waits for the blob
+            if size is None:  # the upstream sent no Content-Length: the client waits for the verified blob
+                while not d.done:
                     await d.changed()
             if d.error is not None:  # nothing sent yet: the client gets the 502/504 envelope
                 if d.followed and not isinstance(d.error, UpstreamTimeout):
