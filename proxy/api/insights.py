@@ -23,6 +23,7 @@ from ..mirror.pypi_deps import closure as python_closure
 from ..repo import repo_path
 from ..repo.cran_index import closure as cran_closure
 from ..store.artifacts import ArtifactStore, check_type, dependencies_json
+from ..store.closure import closure_of
 from ..store.dependents import closure_index, records_index
 from ..store.files import file_json
 from .routing import channel_path, json_response, paged, paging, platform_of, routes
@@ -241,11 +242,10 @@ async def get_sbom(request: web.Request) -> web.Response:
         raise BadRequest(f"SBOMs are made for conda, python and R package files, not {row.type!r} ones")
     record = orjson.loads(row.record)
     index, abouts = await closure_index(platform.db, ch.id, [row.name, *(record.get("depends") or ())])
-    report = index.report([(subdir, filename)])
     channel_url = _channel_url(request, ch)
     subject = _sbom_package(ch, channel_url, (subdir, filename), record, abouts.get((subdir, filename), {}))
-    deps = [(_sbom_package(ch, channel_url, d.key, dict(index.records[d.key]), abouts.get(d.key, {})),
-             [f"{s}/{f}" for s, f in d.needed_by]) for d in report.dependencies]
+    deps = [(_sbom_package(ch, channel_url, (s, f), rec, about), needed)
+            for s, f, rec, about, needed in closure_of(index, abouts, (subdir, filename))]
     return _sbom_response(request, fmt, filename, subject, deps)
 
 

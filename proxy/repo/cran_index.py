@@ -29,7 +29,6 @@ from conda_platform_plugin.dependencies import DependencyIndex, Key
 from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.rformats import DEPENDENCY_FIELDS, PACKAGES_FIELDS, parse_dependencies
 
-from ..store.chunks import chunks
 from ..store.publish import visible_at
 from ..store.tables import files
 
@@ -338,17 +337,16 @@ def _write(path: Path, data: bytes) -> None:
 async def available(db, channel_id: int, records: Iterable[Mapping]) -> dict[str, dict[str, list]]:  # noqa: ANN001
     """The channel's current R packages that ``records`` name as dependencies: subdir → name →
     [(subdir, filename, version)] (what dependencies_report() resolves against)."""
-    from ..store.publish import CURRENT
+    from ..store.closure import named_rows
 
-    names = sorted({n for rec in records for kind in DEPENDENCY_FIELDS
-                    for n, _ in parse_dependencies(rec.get(kind, "") or "")} - BASE_PACKAGES)
+    names = {n for rec in records for kind in DEPENDENCY_FIELDS
+             for n, _ in parse_dependencies(rec.get(kind, "") or "")} - BASE_PACKAGES
     out: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     async with db.read() as conn:
-        for part in chunks(names):
-            rows = await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.name, files.c.version).where(
-                files.c.channel_id == channel_id, files.c.type == "cran", files.c.name.in_(part), CURRENT))
-            for subdir, filename, name, version in rows:
-                out[subdir][name].append((subdir, filename, version))
+        rows = await named_rows(conn, channel_id, "cran", names,
+                                columns=(files.c.subdir, files.c.filename, files.c.name, files.c.version))
+    for subdir, filename, name, version in rows:
+        out[subdir][name].append((subdir, filename, version))
     return out
 
 

@@ -5,7 +5,7 @@ artifact type; each type says which names a record asks for and which index reso
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import orjson
 import sqlalchemy as sa
@@ -22,16 +22,20 @@ from .tables import files
 Reached = tuple[str, str, dict, dict]
 
 
+#: what a walk reads of each file
+WALKED = (files.c.subdir, files.c.filename, files.c.record, files.c.about)
+
+
 async def named_rows(conn: AsyncConnection, channel_id: int, type_: str, names: Iterable[str],
-                     subdir: str | None = None) -> list[sa.Row]:
-    """The channel's current files of ``type_`` (in ``subdir`` when given) named ``names``."""
+                     subdir: str | None = None, columns: Sequence[sa.ColumnElement] = WALKED) -> list[sa.Row]:
+    """``columns`` of the channel's current files of ``type_`` (in ``subdir`` when given) named
+    ``names``: one query per chunk of names (store/chunks.py)."""
     cond = [files.c.channel_id == channel_id, files.c.type == type_, CURRENT]
     if subdir is not None:
         cond.append(files.c.subdir == subdir)
     out: list[sa.Row] = []
     for part in chunks(sorted(set(names))):
-        out.extend(await conn.execute(sa.select(files.c.subdir, files.c.filename, files.c.record, files.c.about)
-                                      .where(*cond, files.c.name.in_(part))))
+        out.extend(await conn.execute(sa.select(*columns).where(*cond, files.c.name.in_(part))))
     return out
 
 
