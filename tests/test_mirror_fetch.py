@@ -200,6 +200,14 @@ def test_a_file_of_unknown_size_gets_at_most_the_servers_maximum(tmp_path: Path,
         server.stop()
 
 
+def test_a_row_of_unknown_size_learns_it_from_its_first_download(server: Server, up: UpstreamChannel) -> None:
+    """Every route serves files through the one path that records what a download learnt."""
+    url, want = f"{publish_passive(server, up, unsized=(BIG,))}/noarch/{BIG}", expected(up)
+    assert requests.get(url, timeout=60).content == want
+    wait_until(lambda: Api(server).get(f"/api/channels/mirror/files/noarch/{BIG}").json()["size"] == len(want))
+    assert requests.head(url, timeout=30).headers["Content-Length"] == str(len(want)) and up.hits[f"noarch/{BIG}"] == 1
+
+
 # -- one upstream download, however many clients ------------------------------------------------
 
 

@@ -13,9 +13,10 @@ The one fetcher (:mod:`proxy.mirror.fetch`) downloads such a file like any other
 server processes, streamed to its first clients as it lands, verified by the key (an MD5 key by its
 md5, in the leader and in followers alike; a wrong body cuts the clients' downloads and stores
 nothing), and committed under the sha256 hashed while it streamed. Whoever sees it stored then
-:func:`settle` s the rows: their real sha256 and size (idempotent; the record itself does not change,
-so later runs see no change). Passive mirrors do that on the first request (``proxy.repo.cran``),
-active mirrors in the engine's download step, which reads each new file once.
+:func:`proxy.store.files.settle` s the rows: their real sha256 and size (idempotent; the record
+itself does not change, so later runs see no change). Passive mirrors do that on the first request
+(``proxy.repo.conda.serve_file``, every route's), active mirrors in the engine's download step,
+which reads each new file once.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urljoin
 
 import orjson
-import sqlalchemy as sa
 
 from conda_platform_plugin.errors import BadRequest, UpstreamError
 from conda_platform_plugin.names import is_cran_subdir
@@ -36,16 +35,12 @@ from conda_platform_plugin.rformats import R_FILENAME, parse_dcf
 
 from ..repo.cran_index import SRC_SUBDIR, CranDependencyIndex, contrib_path, cran_record, squash
 from ..store.files import record_digest
-from ..store.tables import files
-from .fetch import Stored, md5_key
+from .fetch import md5_key
 from .http import Upstream, UpstreamNotFound, redact
 from .kinds import SOURCES
 from .records import Prepared, canonical
 from .report import INDEXES
 from .source import Index, IndexCache, Source
-
-if TYPE_CHECKING:
-    from ..platform import Platform
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -143,16 +138,6 @@ def _filtered(out: Prepared, fn: str, name: str, version: str, rule: str, reason
     out.filtered.append({"filename": fn[:400], "name": name[:200], "version": version[:100], "rule": rule[:64],
                          "reason": reason})
     out.by_rule[rule] += 1
-
-
-async def settle(platform: Platform, learnt: Iterable[tuple[str, str, Stored]]) -> None:
-    """The rows that named a file of ``name`` by its download ``key`` get its real sha256 and size
-    (every channel's and mirror's; idempotent): ``learnt`` holds (name, key, stored)."""
-    params = [{"n": name, "k": key, "s": stored.sha256, "z": stored.size} for name, key, stored in learnt]
-    if params:
-        async with platform.db.write() as conn:
-            await conn.execute(files.update().where(files.c.name == sa.bindparam("n"), files.c.sha256 == sa.bindparam("k"))
-                               .values(sha256=sa.bindparam("s"), size=sa.bindparam("z")), params)
 
 
 SOURCES["cran"] = CranSource

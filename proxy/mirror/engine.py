@@ -26,11 +26,11 @@ import sqlalchemy as sa
 from conda_platform_plugin.errors import Conflict, PlatformError, UpstreamError
 
 from ..store.channels import ChannelStore
+from ..store.files import settle
 from ..store.mirrors import ACTIVE, Mirror, MirrorStore, Run
 from ..store.publish import CURRENT
 from ..store.tables import files, mirror_filtered
 from .clock import Clock, next_run
-from .cran_source import settle
 from .fetch import Stored
 from .http import redact
 from .kinds import source_for
@@ -457,7 +457,7 @@ class MirrorEngine:
         for r in missing:
             queue.put_nowait(r)
         errors: list[str] = []
-        learnt: list[tuple[str, str, Stored]] = []
+        learnt: list[tuple[str, str, Stored]] = []  # (key, source_url, stored)
         total = len(missing)
         self._step(live, "download", f"downloading packages 0 of {total}")
 
@@ -467,7 +467,7 @@ class MirrorEngine:
                 try:
                     stored = await fetcher.ensure_blob(r.source_url, r.sha256, r.size)
                     if (stored.sha256, stored.size) != (r.sha256, r.size):  # a row named by a download key
-                        learnt.append((r.name, r.sha256, stored))  # (CRAN's MD5sum): its real sha256 and size
+                        learnt.append((r.sha256, r.source_url, stored))  # (CRAN's MD5sum): its real sha256 and size
                 except PlatformError as e:
                     fig["files_failed"] += 1
                     errors.append(f"{r.subdir}/{r.filename}: {e.message}")
@@ -480,7 +480,7 @@ class MirrorEngine:
         try:
             await self._interruptible(live, asyncio.gather(*workers))
         finally:  # (in one transaction; what a stop leaves out, the next run's download step learns again)
-            await settle(self.platform, learnt)
+            await settle(self.platform.db, learnt)
         self._check(live)
         if errors:
             raise UpstreamError(f"{len(errors)} of {total} package downloads failed; first: {errors[0]}",

@@ -16,7 +16,9 @@ from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.names import KNOWN_SUBDIRS, check_filename
 
 from ..api.routing import platform_of, routes
+from ..mirror.fetch import Stored, key_md5
 from ..platform import Platform
+from ..store.files import settle
 from ..store.serving import Served
 from .counted import CountedFileResponse, counted
 
@@ -124,23 +126,42 @@ async def _subdir_file(request: web.Request, platform: Platform, served: Served,
 
 async def serve_file(request: web.Request, platform: Platform, served: Served, subdir: str,
                      name: str) -> web.StreamResponse:
-    """A package file of the published generation (any type): from the blob store, or fetched
-    from its upstream on demand (passive mirrors); HEAD and Range come with the file response."""
+    """A package file of the published generation, for every route (conda, pypi, cran): from the
+    blob store, or fetched from its upstream on demand (passive mirrors: one download, streamed as
+    it lands); HEAD and Range come with the file response.
+
+    A row that names its bytes by a download key (an MD5 key: CRAN's index gives no sha256) or has
+    no size learns both once they are stored, here or by any other process or mirror
+    (:func:`proxy.store.files.settle`)."""
     key = served.file_key(subdir, name)
     row = platform.serving.file(key)
     if row is None:
         row = await platform.files.published(served.id, served.gen, subdir, name)
         if row is None:
             raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
-    path = platform.blobs.path(row.sha256)
     count = partial(platform.downloads.count, served.id, subdir, name)  # completed downloads only
-    if path.is_file():
+    fetcher = platform.fetcher
+    stored = fetcher.present(row.sha256)
+    if stored is None:
+        if not row.source_url:
+            raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
+        resp = await fetcher.respond(request, row, PACKAGE_HEADERS)  # a passive mirror's file
+        if key_md5(row.sha256) is None and row.size:  # the row knew the bytes: nothing to learn
+            return counted(request, resp, platform.blobs.path(row.sha256), count)
+        stored = await fetcher.ended(row.sha256)  # (the commit follows the response's last bytes)
+        if stored is not None:
+            await _learn(platform, row, stored)
+        return counted(request, resp, platform.blobs.path(stored.sha256 if stored else row.sha256), count)
+    if (stored.sha256, stored.size) == (row.sha256, row.size):
         platform.serving.remember_file(key, row)
-    else:
-        if row.source_url:  # a passive mirror's file: fetched once from upstream, streamed as it lands
-            return counted(request, await platform.fetcher.respond(request, row, PACKAGE_HEADERS), path, count)
-        raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
-    return CountedFileResponse(path, count, dict(PACKAGE_HEADERS))
+    else:  # fetched before (by another row, process or run)
+        await _learn(platform, row, stored)
+    return CountedFileResponse(platform.blobs.path(stored.sha256), count, dict(PACKAGE_HEADERS))
+
+
+async def _learn(platform: Platform, row, stored: Stored) -> None:  # noqa: ANN001 - a row of FileStore.published
+    if (stored.sha256, stored.size) != (row.sha256, row.size) and row.source_url:
+        await settle(platform.db, [(row.sha256, row.source_url, stored)])
 
 
 def _shard_response(request: web.Request, digest: str, data: bytes) -> web.Response:

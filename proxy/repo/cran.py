@@ -10,17 +10,17 @@ directory: ``PACKAGES``, ``PACKAGES.gz``, ``PACKAGES.rds`` (the matrix R reads f
 R's serialization format) and ``files.json`` (which file is listed, which archived: only those
 are served; files the channel policy excludes are neither).
 
-Files of passive CRAN mirrors are fetched on their first request by the one on-demand fetcher and
-streamed as they land. Until then their rows name them by a download key (an MD5 key when the index
-gave no SHA256: CRAN's never does) and size 0; whoever sees the blob stored puts its real sha256 and
-size into the rows (:func:`proxy.mirror.cran_source.settle`).
+Package files are served like every route's (:func:`proxy.repo.conda.serve_file`): files of
+passive CRAN mirrors are fetched on their first request by the one on-demand fetcher and streamed
+as they land. Until then their rows name them by a download key (an MD5 key when the index gave no
+SHA256: CRAN's never does) and size 0; whoever sees the blob stored puts its real sha256 and size
+into the rows (:func:`proxy.store.files.settle`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,9 +30,7 @@ from aiohttp import web
 from conda_platform_plugin.errors import NotFound
 from conda_platform_plugin.names import check_filename
 
-from ..mirror.cran_source import settle
-from .conda import INDEX_CACHE, PACKAGE_HEADERS, PROTOCOLS
-from .counted import CountedFileResponse, counted
+from .conda import INDEX_CACHE, PROTOCOLS, serve_file
 from .cran_index import INDEX_TYPES, LISTING, contrib_path, locate
 
 if TYPE_CHECKING:
@@ -84,28 +82,7 @@ async def handle(request: web.Request, platform: Platform, served: Served, rest:
     else:
         raise NotFound(f"cran/{'/'.join(rest)} not found in channel {served.name!r}")
     check_filename(filename)
-    return await _package(request, platform, served, subdir, filename)
-
-
-async def _package(request: web.Request, platform: Platform, served: Served, subdir: str,
-                   filename: str) -> web.StreamResponse:
-    row = await platform.files.published(served.id, served.gen, subdir, filename)
-    if row is None:
-        raise NotFound(f"{subdir}/{filename} not found in channel {served.name!r}")
-    count = partial(platform.downloads.count, served.id, subdir, filename)
-    name, fetcher = filename.split("_", 1)[0], platform.fetcher
-    stored = fetcher.present(row.sha256)
-    if stored is None and row.source_url:  # a passive mirror's file: fetched once, streamed as it lands
-        resp = await fetcher.respond(request, row, PACKAGE_HEADERS)
-        stored = await fetcher.ended(row.sha256)  # (None: the download failed)
-        if stored is not None and (stored.sha256, stored.size) != (row.sha256, row.size):
-            await settle(platform, [(name, row.sha256, stored)])
-        return counted(request, resp, platform.blobs.path(stored.sha256 if stored else row.sha256), count)
-    if stored is None:
-        raise NotFound(f"the bytes of {subdir}/{filename} are not stored on this server")
-    if (stored.sha256, stored.size) != (row.sha256, row.size):  # fetched before (another row, process or run)
-        await settle(platform, [(name, row.sha256, stored)])
-    return CountedFileResponse(platform.blobs.path(stored.sha256), count, dict(PACKAGE_HEADERS))
+    return await serve_file(request, platform, served, subdir, filename)
 
 
 PROTOCOLS["cran"] = handle

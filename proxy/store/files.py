@@ -8,10 +8,14 @@ import operator
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+if TYPE_CHECKING:
+    from ..mirror.fetch import Stored
 
 from conda_platform_plugin.errors import BadRequest, Conflict, NotFound
 from conda_platform_plugin.licenses import license_matches
@@ -83,6 +87,20 @@ class MirrorSync:
     unchanged: int = 0
     #: wanted filenames that the channel already has from elsewhere (an upload, another mirror)
     conflicts: list[str] = field(default_factory=list)
+
+
+async def settle(db: Database, learnt: Iterable[tuple[str, str, Stored]]) -> None:
+    """Rows that named their bytes by a download key (an MD5 key, or a sha256 without a size) get
+    the blob's real sha256 and size once it is stored, in every channel and mirror: ``learnt``
+    holds (key, source_url, stored); only rows with that key AND that upstream URL change (an MD5
+    vouches for bytes only together with where they came from). Idempotent; the published record
+    does not change, so mirror runs see no change."""
+    params = [{"k": key, "u": url, "s": stored.sha256, "z": stored.size} for key, url, stored in learnt]
+    if params:
+        async with db.write() as conn:
+            await conn.execute(files.update().where(files.c.sha256 == sa.bindparam("k"),
+                                                    files.c.source_url == sa.bindparam("u"))
+                               .values(sha256=sa.bindparam("s"), size=sa.bindparam("z")), params)
 
 
 def file_key(key: str) -> tuple[str, str]:
