@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gzip
 import hashlib
 import os
 from collections.abc import Iterator
@@ -114,6 +115,52 @@ def test_a_file_fetched_once_serves_every_mirror_of_it(server: Server, api: Api,
     assert (theirs["sha256"], theirs["size"]) == (hashlib.sha256(want).hexdigest(), len(want))
 
 
+#: two different blocks with one MD5 (Wang and Yu's collision, as published by Stevens)
+COLLISION = tuple(bytes.fromhex(h) for h in (
+    "d131dd02c5e6eec4693d9a0698aff95c2fcab58712467eab4004583eb8fb7f8955ad340609f4b30283e488832571415a"
+    "085125e8f7cdc99fd91dbdf280373c5bd8823e3156348f5bae6dacd436c919c6dd53e2b487da03fd02396306d248cda0"
+    "e99f33420f577ee8ce54b67080a80d1ec69821bcb6a8839396f9652b6ff72a70",
+    "d131dd02c5e6eec4693d9a0698aff95c2fcab50712467eab4004583eb8fb7f8955ad340609f4b30283e4888325f1415a"
+    "085125e8f7cdc99fd91dbd7280373c5bd8823e3156348f5bae6dacd436c919c6dd53e23487da03fd02396306d248cda0"
+    "e99f33420f577ee8ce54b67080280d1ec69821bcb6a8839396f965ab6ff72a70"))
+
+
+def colliding(root: Path, tmp_path: Path, data: bytes) -> UpstreamChannel:
+    """A CRAN upstream whose rdep file is ``data`` (one of COLLISION), its index giving their md5."""
+    up = UpstreamChannel(root, prefix="/cran")
+    contrib = write_cran_repo(up.root, [build_r_source(tmp_path / root.name, "rdep", "0.2.1")])
+    md5 = hashlib.md5(data).hexdigest()
+    text = (contrib / "PACKAGES").read_text().replace(hashlib.md5(body(up, SMALL)).hexdigest(), md5)
+    (contrib / "PACKAGES").write_text(text)
+    (contrib / "PACKAGES.gz").write_bytes(gzip.compress(text.encode()))
+    (up.root / SMALL).write_bytes(data)
+    return up.start()
+
+
+def test_a_file_of_another_upstream_with_the_same_md5_is_its_own(server: Server, api: Api, tmp_path: Path) -> None:
+    """MD5 collisions can be made: a blob fetched for one upstream never answers for a row of
+    another upstream whose index gives the same md5 (its own bytes are fetched, its rows learn them)."""
+    assert COLLISION[0] != COLLISION[1] and len({hashlib.md5(c).hexdigest() for c in COLLISION}) == 1
+    one, other = (colliding(tmp_path / name, tmp_path, data) for name, data in zip(("one", "other"), COLLISION))
+    try:
+        mirror(api, one)
+        assert requests.get(f"{server.url}/api/repo/mc/cran/{SMALL}", timeout=30).content == COLLISION[0]
+        settled(api, one, SMALL)
+        api.post("/api/channels", 201, json={"name": "later"})
+        api.post("/api/channels/later/mirrors", 201, json={"name": "up", "type": "cran", "source_url": other.url,
+                                                           "run_now": True})
+        wait_until(lambda: (api.get("/api/channels/later/mirrors/up").json()["last_run"] or {}).get("status")
+                   == "completed")
+        assert requests.get(f"{server.url}/api/repo/later/cran/{SMALL}", timeout=30).content == COLLISION[1]
+        assert (one.hits[SMALL], other.hits[SMALL]) == (1, 1)
+        theirs = lambda: api.get(f"/api/channels/later/files/cran-src/{SMALL.rsplit('/', 1)[1]}").json()["sha256"]  # noqa: E731
+        wait_until(lambda: theirs() == hashlib.sha256(COLLISION[1]).hexdigest())
+        assert row(api, SMALL)["sha256"] == hashlib.sha256(COLLISION[0]).hexdigest()  # each row its own
+    finally:
+        one.stop()
+        other.stop()
+
+
 def test_clients_asking_at_once_share_one_upstream_download(server: Server, api: Api,
                                                             cran_up: UpstreamChannel) -> None:
     mirror(api, cran_up)
@@ -140,7 +187,7 @@ def test_a_wrong_body_cuts_the_client_stores_nothing_and_the_next_request_retrie
                 got += chunk
     assert 0 < len(got) < len(want)  # cut short, never a complete download of the wrong bytes
     wait_until(lambda: in_flight(server) == [])
-    assert stored_blobs(server) == [] and not server.platform.fetcher.present(key)
+    assert stored_blobs(server) == [] and not server.platform.fetcher.present(key, f"{cran_up.url}/{BIG}")
     assert (row(api)["sha256"], row(api)["size"]) == (key, 0)  # the row unchanged
     assert requests.get(url, timeout=60).content == want  # the next asker fetches again
     assert cran_up.hits[BIG] == 2
@@ -176,7 +223,7 @@ def test_two_server_processes_download_once(server: Server, api: Api, cran_up: U
                 while server.platform.fetcher.waiting[key] < 3:
                     await asyncio.sleep(0.01)
                 # ours follow the other process's download (and check its md5 themselves)
-                assert server.platform.fetcher._downloads[key].followed
+                assert server.platform.fetcher.download(key, f"{cran_up.url}/{BIG}").followed
                 gate.release()
                 return await asyncio.gather(*theirs, *ours)
 
@@ -199,7 +246,7 @@ def test_a_follower_in_another_process_streams_too(server: Server, api: Api, cra
             chunks = r.iter_content(16 * 1024)
             first = next(chunks)
             upstream_sent_at_first_byte = cran_up.bytes_sent - before
-            assert server.platform.fetcher._downloads[key_of(cran_up)].followed
+            assert server.platform.fetcher.download(key_of(cran_up), f"{cran_up.url}/{BIG}").followed
             got = first + b"".join(chunks)
         assert theirs.result().content == want
     assert upstream_sent_at_first_byte < len(want) / 2 and got == want and cran_up.hits[BIG] == 1

@@ -18,9 +18,12 @@ download (the connection is cut short instead).
 Downloads are named by a *key*: the sha256 of the bytes, or, for bytes whose index gives only an MD5
 (CRAN's PACKAGES), an :func:`md5_key` (``0`` × 32 + the md5; no blob has such a name). An MD5 key is
 verified by the md5 (by the leader and by followers in other processes alike); the blob is committed
-under the sha256 hashed while the bytes streamed, and a note (``<cache>/keys/<key>``, written before
+under the sha256 hashed while the bytes streamed, and a note (``<cache>/keys/<slot>``, written before
 the commit) maps the key to it, so later askers in any process find the blob without a download
-(:meth:`Fetcher.present`). A download of unknown size (size ``None`` or ``0``) takes the upstream's
+(:meth:`Fetcher.present`). An MD5 vouches for bytes only together with where they come from (MD5
+collisions can be made): such a download, its lock and its note are named by the :func:`slot` of
+the key AND the upstream URL, so a file of one upstream never answers for another's row that has
+the same md5. A sha256 key is its own slot (one download and one blob for every URL). A download of unknown size (size ``None`` or ``0``) takes the upstream's
 Content-Length as its size (the leader writes it into the lock file for the followers) and is
 refused beyond the Fetcher's ``max_bytes`` (the server's ``max_upload_bytes``: one cap for every
 caller); a HEAD of such a file is answered without a Content-Length.
@@ -80,6 +83,12 @@ def key_md5(key: str) -> str | None:
     return key[32:] if key.startswith(MD5_KEY) else None
 
 
+def slot(key: str, url: str | None) -> str:
+    """What the download of ``key`` from ``url`` is named by (its lock, its note): a sha256 key
+    itself; an MD5 key with its URL, hashed (64 hex digits like every lock name)."""
+    return key if key_md5(key) is None else hashlib.sha256(f"{url}\n{key}".encode()).hexdigest()
+
+
 class Stored(NamedTuple):
     """A blob in the store, as a download key turned out to be."""
 
@@ -90,8 +99,10 @@ class Stored(NamedTuple):
 class Download:
     """One download in this process: its part file and how far the leader got."""
 
-    def __init__(self, key: str, size: int | None, url: str, part: Path, fd: int):
+    def __init__(self, key: str, slot: str, size: int | None, url: str, part: Path, fd: int):
         self.key = key
+        #: the name of this download, its lock and its note (see slot())
+        self.slot = slot
         #: what the body must hash to: an MD5 key's md5, else the key's sha256 (known once verified)
         self.md5 = key_md5(key)
         self.sha256: str | None = key if self.md5 is None else None
@@ -142,10 +153,11 @@ class Fetcher:
         self.max_bytes = max_bytes
         self.inflight = Path(inflight_dir)
         self.inflight.mkdir(parents=True, exist_ok=True)
-        #: MD5 key -> the sha256 its bytes turned out to have (one small file each, see present())
+        #: slot of an MD5 key -> the sha256 its bytes turned out to have (one small file each, see present())
         self.keys = self.inflight.parent / "keys"
         #: a download led by another process that shows no progress for this long is given up
         self.stall_timeout = upstream.connect_timeout + upstream.read_timeout
+        #: by slot
         self._downloads: dict[str, Download] = {}
         #: key → callers of respond() and ensure_blob() right now (what an operator or a test can watch)
         self.waiting: Counter[str] = Counter()
@@ -166,9 +178,10 @@ class Fetcher:
             self._pool.shutdown(wait=False)
             self._pool = None  # (the app may start again on this platform: a new pool then)
 
-    def present(self, key: str) -> Stored | None:
-        """The blob a key names, when it is in the store (an MD5 key: once some process fetched it)."""
-        sha256 = key if key_md5(key) is None else self._noted(key)
+    def present(self, key: str, url: str | None) -> Stored | None:
+        """The blob a key names, when it is in the store (an MD5 key: once some process fetched it
+        from ``url``)."""
+        sha256 = key if key_md5(key) is None else self._noted(slot(key, url))
         if sha256 is None:
             return None
         try:
@@ -176,13 +189,17 @@ class Fetcher:
         except FileNotFoundError:
             return None
 
-    async def ended(self, key: str) -> Stored | None:
+    async def ended(self, key: str, url: str | None) -> Stored | None:
         """The blob of ``key`` once this process's download of it (if one runs) has ended (e.g. to
         record what an MD5 key turned out to be after a streamed response: the commit follows it)."""
-        download = self._downloads.get(key)
+        download = self.download(key, url)
         while download is not None and not download.done:
             await download.changed()
-        return self.present(key)
+        return self.present(key, url)
+
+    def download(self, key: str, url: str | None) -> Download | None:
+        """This process's download of ``key`` from ``url`` while it runs (or follows another's)."""
+        return self._downloads.get(slot(key, url))
 
     # -- the blob, whole -----------------------------------------------------------------------
     async def ensure_blob(self, url: str, key: str, size: int | None) -> Stored:
@@ -194,15 +211,15 @@ class Fetcher:
         """
         watch = _Stall(self.stall_timeout)
         with self._waiting(key):
-            while (stored := self.present(key)) is None:
+            while (stored := self.present(key, url)) is None:
                 download = self._start(url, key, size)
                 if download is not None and not download.followed:  # (following: wait for the blob)
                     await download.result()
                     return Stored(download.sha256, download.size)  # type: ignore[arg-type] - verified
-                if (stored := self.present(key)) is not None:
+                if (stored := self.present(key, url)) is not None:
                     return stored
                 # another process downloads it: wait for its end (then it is there, or we try ourselves)
-                watch.check(self._holder_progress(key), key)
+                watch.check(self._holder_progress(slot(key, url)), key)
                 await asyncio.sleep(POLL)
             return stored
 
@@ -212,7 +229,7 @@ class Fetcher:
         """Answer a request for a file whose blob is missing (``row``: sha256 — or an MD5 key —,
         size, source_url; see ensure_blob() for an unknown size)."""
         headers = dict(headers or {})
-        key = row.sha256
+        key, url = row.sha256, row.source_url
         size = _known(key, row.size)
         if request.method == "HEAD":  # from the record: no download just to answer a probe
             resp = web.StreamResponse(headers=headers)
@@ -220,22 +237,22 @@ class Fetcher:
                 resp.content_length = size
             return resp
         if "Range" in request.headers:  # a part of a file we do not have yet: fetch it, then serve the part
-            stored = await self.ensure_blob(row.source_url, key, size)
+            stored = await self.ensure_blob(url, key, size)
             return web.FileResponse(self.blobs.path(stored.sha256), headers=headers)
         with self._waiting(key):
             watch = _Stall(self.stall_timeout)
             while True:
-                if (stored := self.present(key)) is not None:
+                if (stored := self.present(key, url)) is not None:
                     return web.FileResponse(self.blobs.path(stored.sha256), headers=headers)
-                download = self._start(row.source_url, key, size)
-                if download is None and self.present(key) is None:  # another process downloads it
-                    download = self._follow(key, size)
+                download = self._start(url, key, size)
+                if download is None and self.present(key, url) is None:  # another process downloads it
+                    download = self._follow(key, url, size)
                 if download is not None:
                     resp = await self._stream_local(request, download, size, headers)
                     if resp is not None:
                         return resp
                     continue  # the process we followed ended before we sent anything: look again
-                watch.check(self._holder_progress(key), key)
+                watch.check(self._holder_progress(slot(key, url)), key)
                 await asyncio.sleep(POLL)
 
     @contextmanager
@@ -293,25 +310,26 @@ class Fetcher:
         finally:
             part.close()
 
-    def _follow(self, key: str, size: int | None) -> Download | None:
+    def _follow(self, key: str, url: str, size: int | None) -> Download | None:
         """Join the download another process runs: one task of this process tails its part file
         and checks the sha256 (or md5) itself; this process's clients stream from it like from a
         download of their own. None when there is nothing to follow (yet, or any more).
         No await inside: joining and starting are atomic on the event loop.
         """
-        download = self._downloads.get(key)
+        name = slot(key, url)
+        download = self._downloads.get(name)
         if download is not None:
             return download
-        holder = self._holder(key)
+        holder = self._holder(name)
         if holder is None:
             return None
         try:
             fd = os.open(holder[0], os.O_RDONLY)
         except FileNotFoundError:
             return None
-        download = Download(key, size, f"(the download of {key} by another process)", holder[0], fd)
+        download = Download(key, name, size, f"(the download of {key} by another process)", holder[0], fd)
         download.followed = True
-        self._downloads[key] = download
+        self._downloads[name] = download
         download.task = asyncio.create_task(self._tail(download))
         return download
 
@@ -322,7 +340,7 @@ class Fetcher:
             while True:
                 have = os.fstat(d.fd).st_size
                 if d.size is None:  # the leader names it in its lock file before its first byte lands
-                    d.size = (self._holder(d.key) or (None, None))[1]
+                    d.size = (self._holder(d.slot) or (None, None))[1]
                 if d.size is not None:
                     have = min(have, d.size)
                 watch.check(have, d.key)
@@ -342,7 +360,7 @@ class Fetcher:
                     d.verified = True
                     d.progressed()
                     while d.part.exists() and not self.blobs.exists(sha256):  # the other process commits
-                        if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.key):
+                        if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.slot):
                             break
                         await asyncio.sleep(POLL)
                     return
@@ -350,7 +368,7 @@ class Fetcher:
                     if os.fstat(d.fd).st_size > d.written:  # it was renamed into the store after its last bytes
                         continue
                     raise UpstreamError(f"the download of {d.key} failed in another process")
-                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.key):
+                if watch.idle() > DEAD_CHECK and self._clear_dead_leader(d.slot):
                     raise UpstreamError(f"the process downloading {d.key} died")
                 await asyncio.sleep(POLL)
         except BaseException as e:  # noqa: BLE001 - every failure ends the download for all its readers
@@ -360,8 +378,8 @@ class Fetcher:
                 raise
         finally:
             d.done = True
-            if self._downloads.get(d.key) is d:
-                del self._downloads[d.key]
+            if self._downloads.get(d.slot) is d:
+                del self._downloads[d.slot]
             os.close(d.fd)
             d.progressed()
 
@@ -372,16 +390,17 @@ class Fetcher:
         None when the blob is there after all or another process is downloading it.
         No await inside: joining and starting are atomic on the event loop.
         """
-        download = self._downloads.get(key)
+        name = slot(key, url)
+        download = self._downloads.get(name)
         if download is not None:
             return download
         size = _known(key, size)
-        lock = self._lock_path(key)
+        lock = self._lock_path(name)
         lock_fd = _try_lock(lock)
         if lock_fd is None:
             return None
         try:
-            if self.present(key) is not None:
+            if self.present(key, url) is not None:
                 _unlock(lock_fd, lock)
                 return None
             self._remove_stale_part(lock_fd)
@@ -395,8 +414,8 @@ class Fetcher:
         except BaseException:
             _unlock(lock_fd, lock)
             raise
-        download = Download(key, size, url, writer.path, read_fd)
-        self._downloads[key] = download
+        download = Download(key, name, size, url, writer.path, read_fd)
+        self._downloads[name] = download
         download.task = asyncio.create_task(self._run(download, writer, cap, lock_fd, lock))
         return download
 
@@ -478,30 +497,30 @@ class Fetcher:
                 raise
         finally:
             d.done = True
-            if self._downloads.get(d.key) is d:
-                del self._downloads[d.key]
+            if self._downloads.get(d.slot) is d:
+                del self._downloads[d.slot]
             os.close(d.fd)
             _unlock(lock_fd, lock)
             d.progressed()
 
     def _commit(self, writer: HashingWriter, d: Download) -> None:
         if d.md5 is not None:  # noted first: present() answers once the blob is there, in any process
-            self._note(d.key, d.sha256)  # type: ignore[arg-type] - verified
+            self._note(d.slot, d.sha256)  # type: ignore[arg-type] - verified
         self.blobs.commit(writer.finish())
 
     # -- MD5 keys ------------------------------------------------------------------------------
-    def _noted(self, key: str) -> str | None:
+    def _noted(self, name: str) -> str | None:
         try:
-            sha256 = (self.keys / key).read_text().strip()
+            sha256 = (self.keys / name).read_text().strip()
         except FileNotFoundError:
             return None
         return sha256 if _SHA256.match(sha256) else None
 
-    def _note(self, key: str, sha256: str) -> None:
+    def _note(self, name: str, sha256: str) -> None:
         self.keys.mkdir(parents=True, exist_ok=True)
-        tmp = self.keys / f".{key}.{os.getpid()}"
+        tmp = self.keys / f".{name}.{os.getpid()}"
         tmp.write_text(sha256)
-        os.replace(tmp, self.keys / key)
+        os.replace(tmp, self.keys / name)
 
     # -- the cross-process lock ----------------------------------------------------------------
     def _lock_path(self, key: str) -> Path:

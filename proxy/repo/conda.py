@@ -141,14 +141,14 @@ async def serve_file(request: web.Request, platform: Platform, served: Served, s
             raise NotFound(f"{subdir}/{name} not found in channel {served.name!r}")
     count = partial(platform.downloads.count, served.id, subdir, name)  # completed downloads only
     fetcher = platform.fetcher
-    stored = fetcher.present(row.sha256)
+    stored = fetcher.present(row.sha256, row.source_url)
     if stored is None:
         if not row.source_url:
             raise NotFound(f"the bytes of {subdir}/{name} are not stored on this server")
         resp = await fetcher.respond(request, row, PACKAGE_HEADERS)  # a passive mirror's file
         if key_md5(row.sha256) is None and row.size:  # the row knew the bytes: nothing to learn
             return counted(request, resp, platform.blobs.path(row.sha256), count)
-        stored = await fetcher.ended(row.sha256)  # (the commit follows the response's last bytes)
+        stored = await fetcher.ended(row.sha256, row.source_url)  # (the commit follows the response's last bytes)
         if stored is not None:
             await _learn(platform, row, stored)
         return counted(request, resp, platform.blobs.path(stored.sha256 if stored else row.sha256), count)
