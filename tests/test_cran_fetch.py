@@ -144,16 +144,19 @@ def test_a_file_of_another_upstream_with_the_same_md5_is_its_own(server: Server,
     one, other = (colliding(tmp_path / name, tmp_path, data) for name, data in zip(("one", "other"), COLLISION))
     try:
         mirror(api, one)
-        assert requests.get(f"{server.url}/api/repo/mc/cran/{SMALL}", timeout=30).content == COLLISION[0]
-        settled(api, one, SMALL)
         api.post("/api/channels", 201, json={"name": "later"})
         api.post("/api/channels/later/mirrors", 201, json={"name": "up", "type": "cran", "source_url": other.url,
                                                            "run_now": True})
         wait_until(lambda: (api.get("/api/channels/later/mirrors/up").json()["last_run"] or {}).get("status")
                    == "completed")
+        assert requests.get(f"{server.url}/api/repo/mc/cran/{SMALL}", timeout=30).content == COLLISION[0]
+        settled(api, one, SMALL)
+
+        def theirs() -> str:
+            return api.get(f"/api/channels/later/files/cran-src/{SMALL.rsplit('/', 1)[1]}").json()["sha256"]
+        assert theirs() == md5_key(hashlib.md5(COLLISION[1]).hexdigest())  # the other row keeps its key
         assert requests.get(f"{server.url}/api/repo/later/cran/{SMALL}", timeout=30).content == COLLISION[1]
         assert (one.hits[SMALL], other.hits[SMALL]) == (1, 1)
-        theirs = lambda: api.get(f"/api/channels/later/files/cran-src/{SMALL.rsplit('/', 1)[1]}").json()["sha256"]  # noqa: E731
         wait_until(lambda: theirs() == hashlib.sha256(COLLISION[1]).hexdigest())
         assert row(api, SMALL)["sha256"] == hashlib.sha256(COLLISION[0]).hexdigest()  # each row its own
     finally:
